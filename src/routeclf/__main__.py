@@ -1,0 +1,3 @@
+from routeclf.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The model card (README.md) rendered into every artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from routeclf.tasks import Task
+
+CARD = Template("""---
+library_name: transformers
+pipeline_tag: text-classification
+base_model: $base
+license: apache-2.0
+tags: [routeclf, llm-router, $task]
+---
+
+# routeclf $task classifier
+
+Classifies a request into one of $n_labels labels for an LLM router: $labels.
+Fallback label (used when a caller abstains on low confidence): `$fallback`.
+
+## Data and split
+
+- Data: `$data` (sha256 of the loaded rows `$sha256`, $n_rows rows$sampled)
+- Split: grouped by normalised text (copies of one text never sit in two splits), stratified by
+  label, ratios $ratios, seed $seed. Ids of every split are in `split.json`.
+- Rows: $split_sizes
+- Leakage audit: 0 shared ids, 0 exact and 0 normalised duplicate texts across splits;
+  $near near-duplicate pairs (TF-IDF cosine >= $near_threshold) reported in `split.json`.
+
+Checkpoints were chosen on the validation split; the test split was read once, for the figures below.
+
+## Training
+
+- Base: `$base` (sha256 of weights `$base_sha`)
+- Method: $method; epochs up to $epochs (best epoch $best_epoch, early stopping on validation macro-F1);
+  learning rate $lr, batch size $batch_size, max length $max_length tokens$lora
+- $ngram
+- Wall time: $seconds s
+
+## Results
+
+| split | n | accuracy | macro-F1 | weighted-F1 | loss |
+|---|---|---|---|---|---|
+$summary
+
+Per class (test):
+
+| label | precision | recall | F1 | support |
+|---|---|---|---|---|
+$per_class
+
+![confusion matrix](confusion_matrix.png)
+
+## How to load
+
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+
+Plain transformers loads the encoder alone (no peft needed; LoRA weights are merged). The
+figures above are for `routeclf predict PATH "text"`, which also applies the n-gram blend when the
+artifact has an `ngram/` folder. The vLLM semantic router reads `label_mapping.json`$mapping_note.
+
+Versions: $versions
+""")
+
+
+def _summary_rows(metrics: dict[str, Any]) -> str:
+    rows = []
+    for name, m in metrics.items():
+        if isinstance(m, dict) and "accuracy" in m:
+            rows.append(
+                f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | {m['loss']:.4f} |"
+            )
+    return "\n".join(rows)
+
+
+def write_model_card(
+    directory: Path, task: Task, config: dict[str, Any], manifest: dict[str, Any], metrics: dict[str, Any]
+) -> None:
+    s = config["settings"]
+    test = metrics["test"]
+    blend = config.get("ngram_blend")
+    card = CARD.substitute(
+        task=task.name,
+        n_labels=len(task.labels),
+        labels=", ".join(f"`{label}`" for label in task.labels),
+        fallback=task.fallback_label,
+        data=manifest["data_source"],
+        sha256=manifest["data_sha256"],
+        n_rows=manifest["n_rows"],
+        sampled=f", of which {s['max_samples']} sampled per label share" if manifest.get("max_samples") else "",
+        ratios="/".join(str(r) for r in manifest["ratios"].values()),
+        seed=manifest["seed"],
+        split_sizes=", ".join(f"{name} {len(ids)}" for name, ids in manifest["ids"].items()),
+        near=manifest["audit"]["near_duplicates"]["count"],
+        near_threshold=manifest["audit"]["near_duplicates"]["threshold"],
+        base=config["base_model"]["name"],
+        base_sha=config["base_model"]["sha256"],
+        method="LoRA (merged into the base)" if s["method"] == "lora" else "full fine-tuning",
+        epochs=s["epochs"],
+        best_epoch=config["best_epoch"],
+        lr=s["lr"],
+        batch_size=s["batch_size"],
+        max_length=s["max_length"],
+        lora=f"; LoRA r={s['lora_r']}, alpha={s['lora_alpha']}, dropout={s['lora_dropout']}" if s["method"] == "lora" else "",
+        ngram=(
+            f"Blended with a word+char n-gram linear model, weight {blend['weight']} (chosen on validation)"
+            if blend
+            else "No n-gram blend: the encoder alone"
+        ),
+        seconds=config["train_seconds"],
+        summary=_summary_rows(metrics),
+        per_class="\n".join(
+            f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+            for label, r in test["per_class"].items()
+        ),
+        mapping_note=f" and `{task.mapping_file}`" if task.mapping_file else "",
+        versions=", ".join(f"{k} {v}" for k, v in config["versions"].items()),
+    )
+    (directory / "README.md").write_text(card)

@@ -1,0 +1,134 @@
+"""The `routeclf` command: split, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from routeclf.errors import RouteclfError, TrainingError
+from routeclf.settings import TrainSettings, add_dataclass_arguments, settings_from_args
+
+
+def _add_field_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-field", default=None, help="text column (default: the task's)")
+    parser.add_argument("--label-field", default=None, help="label column (default: the task's)")
+    parser.add_argument("--id-field", default=None, help="id column (default: the task's; row number if absent)")
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from routeclf.data.sources import Fields, load_rows
+    from routeclf.data.split import make_split, write_manifest
+    from routeclf.tasks import get_task
+
+    task = get_task(args.task)
+    fields = Fields.for_task(task, args.text_field, args.label_field, args.id_field)
+    data = load_rows(args.data or task.default_data, task, fields)
+    splits, manifest = make_split(data, tuple(args.ratios), args.seed, args.max_samples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, args.out)
+    audit = manifest["audit"]
+    print(f"{len(data.rows)} rows, sha256 {data.sha256}")
+    for name, rows in splits.items():
+        print(f"  {name:<10} {len(rows):>6} rows  {manifest['label_counts'][name]}")
+    print(
+        "audit: passed (0 shared ids, 0 exact, 0 normalised duplicates across splits); "
+        f"{audit['near_duplicates']['count']} near-duplicates (cosine >= {audit['near_duplicates']['threshold']})"
+    )
+    for example in audit["near_duplicates"]["examples"][:3]:
+        print(f"    {example['split']} {example['id']} ~ train {example['train_id']} ({example['similarity']})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from routeclf.training.trainer import train
+
+    settings = settings_from_args(TrainSettings, args)
+    out = train(settings)
+    print(f"artifact written to {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from routeclf.evaluation.evaluate import evaluate_artifact
+    from routeclf.evaluation.metrics import format_table
+
+    fields = {"text": args.text_field, "label": args.label_field, "id": args.id_field}
+    metrics = evaluate_artifact(args.directory, args.data, args.split, fields)
+    print(format_table(metrics))
+    if args.output:
+        args.output.write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from routeclf.inference.predictor import Predictor
+
+    texts = list(args.texts)
+    if args.file:
+        try:
+            texts += [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise RouteclfError(f"cannot read {args.file}: {exc}") from exc
+    if not texts:
+        raise RouteclfError("nothing to classify: give texts as arguments or --file")
+    predictor = Predictor(args.directory)
+    for text, result in zip(texts, predictor.predict(texts, args.top_k)):
+        print(json.dumps({"text": text, **result}, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routeclf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    split = commands.add_parser("split", help="split a data set, audit it for leakage, write split.json")
+    split.add_argument("task", help="task name (category)")
+    split.add_argument("--data", default=None, help="hub dataset id or local file (default: the task's hub id)")
+    split.add_argument("--out", type=Path, default=Path("split.json"), help="where to write the manifest")
+    split.add_argument("--seed", type=int, default=42)
+    split.add_argument("--ratios", type=float, nargs=3, default=(0.7, 0.15, 0.15), metavar=("TRAIN", "VAL", "TEST"))
+    split.add_argument("--max-samples", type=int, default=None, help="seeded, label-stratified sample first")
+    _add_field_flags(split)
+    split.set_defaults(func=cmd_split)
+
+    train = commands.add_parser("train", help="train a classifier and write a verified artifact directory")
+    add_dataclass_arguments(train, TrainSettings)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of an artifact on its saved split or on other data")
+    evaluate.add_argument("directory", type=Path)
+    evaluate.add_argument("--data", default=None, help="data to score (default: the training data)")
+    evaluate.add_argument(
+        "--split", default="test", choices=["test", "validation", "train", "all"],
+        help="a saved split of the training data, or all rows of --data (for another data set)",
+    )
+    evaluate.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON")
+    _add_field_flags(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="classify texts; prints JSON lines")
+    predict.add_argument("directory", type=Path)
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--file", type=Path, default=None, help="a file of texts, one per line")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RouteclfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

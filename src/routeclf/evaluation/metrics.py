@@ -1,0 +1,62 @@
+"""Classification metrics, computed the same way after training and in `routeclf evaluate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def classification_metrics(labels: tuple[str, ...], y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro/weighted F1, loss, per-class scores and the confusion matrix.
+
+    Per-class rows cover every label of the task, so a class the data lacks shows support 0.
+    """
+    indices = list(range(len(labels)))
+    y_pred = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=indices, zero_division=0
+    )
+    present = sorted(set(y_true.tolist()))
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        # Macro scores average over the labels present in the data, so a subset file is not
+        # punished for classes it cannot contain.
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
+        "loss": float(log_loss(y_true, np.clip(probabilities, 1e-12, 1.0), labels=indices)),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=indices).tolist(),
+        "confusion_matrix_labels": list(labels),
+    }
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A per-class table for the terminal."""
+    width = max(len(label) for label in metrics["per_class"]) + 2
+    lines = [f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for label, row in metrics["per_class"].items():
+        lines.append(
+            f"{label:<{width}}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>10d}"
+        )
+    lines.append(
+        f"n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  macro-F1={metrics['macro_f1']:.4f}  "
+        f"weighted-F1={metrics['weighted_f1']:.4f}  loss={metrics['loss']:.4f}"
+    )
+    return "\n".join(lines)

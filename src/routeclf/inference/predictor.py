@@ -1,0 +1,86 @@
+"""Load an artifact directory and classify texts with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from routeclf.artifact.writer import read_json
+from routeclf.errors import RouteclfError
+from routeclf.evaluation.metrics import softmax
+from routeclf.training.ngram import NgramModel, blend
+
+NGRAM_DIR = "ngram"
+
+
+class Predictor:
+    """An artifact's encoder, plus its n-gram companion when it has one."""
+
+    def __init__(
+        self, directory: str | Path, device: str = "cpu", batch_size: int = 64, max_length: int | None = None
+    ) -> None:
+        self.directory = Path(directory)
+        if not (self.directory / "config.json").is_file():
+            raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
+        training_config = self._optional_json("training_config.json")
+        self.max_length: int = max_length or int(training_config.get("settings", {}).get("max_length", 512))
+        self.task_name: str | None = training_config.get("task")
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).to(self.device).eval()
+        id2label = self.model.config.id2label
+        self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
+        blend_config = self._optional_json(f"{NGRAM_DIR}/blend.json")
+        self.ngram: NgramModel | None = None
+        self.ngram_weight = 0.0
+        if blend_config:
+            self.ngram = NgramModel.load(self.directory / NGRAM_DIR)
+            self.ngram_weight = float(blend_config["weight"])
+
+    def _optional_json(self, name: str) -> dict[str, Any]:
+        path = self.directory / name
+        return read_json(path) if path.is_file() else {}
+
+    @torch.inference_mode()
+    def encoder_logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Raw encoder logits; batches are formed by length so padding stays small."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
+            index = order[start : start + self.batch_size]
+            encoded = self.tokenizer(
+                [texts[i] for i in index], truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            ).to(self.device)
+            out[index] = self.model(**encoded).logits.float().cpu().numpy()
+        return out
+
+    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """The artifact's final scores: log-probabilities of the blend, or the encoder's logits."""
+        encoder = self.encoder_logits(texts, progress)
+        if self.ngram is None:
+            return encoder
+        return blend(encoder, self.ngram.logits(texts), self.ngram_weight)
+
+    def predict_proba(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return softmax(self.logits(texts, progress))
+
+    def predict(self, texts: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+        probabilities = self.predict_proba(texts)
+        results = []
+        for row in probabilities:
+            ranked = np.argsort(-row)[: max(1, top_k)]
+            results.append(
+                {
+                    "label": self.labels[int(ranked[0])],
+                    "confidence": float(row[ranked[0]]),
+                    "top_k": [{"label": self.labels[int(i)], "probability": float(row[i])} for i in ranked],
+                }
+            )
+        return results

@@ -1,0 +1,129 @@
+"""Every training knob in one dataclass: CLI flags and YAML config files are both made from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from routeclf.errors import RouteclfError
+
+
+@dataclass
+class TrainSettings:
+    task: str = field(default="category", metadata={"help": "task to train (category)", "positional": True})
+    data: str | None = field(
+        default=None, metadata={"help": "hub dataset id or local .jsonl/.json/.csv/.parquet (default: the task's hub id)"}
+    )
+    out: str | None = field(default=None, metadata={"help": "artifact directory (default: models/<task>)"})
+    method: Literal["full", "lora"] = field(default="full", metadata={"help": "full fine-tuning or LoRA (PEFT)"})
+    base: str = field(default="minilm", metadata={"help": "base model: minilm (bundled, offline), a local path or a hub id"})
+    epochs: float = field(default=6.0, metadata={"help": "maximum training epochs (early stopping may end sooner)"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate (linear warmup, then linear decay)"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
+    max_length: int = field(default=128, metadata={"help": "maximum tokens per text (longer texts are truncated)"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "share of steps spent warming up the learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
+    patience: int = field(default=2, metadata={"help": "early stopping: epochs without a better validation macro-F1"})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "train on a seeded, label-stratified sample of this many rows (every label kept)"}
+    )
+    seed: int = field(default=42, metadata={"help": "seed for the split, sampling and training"})
+    split_ratios: tuple[float, float, float] = field(
+        default=(0.7, 0.15, 0.15), metadata={"help": "train, validation and test shares"}
+    )
+    text_field: str | None = field(default=None, metadata={"help": "text column (default: the task's)"})
+    label_field: str | None = field(default=None, metadata={"help": "label column (default: the task's)"})
+    id_field: str | None = field(default=None, metadata={"help": "id column (default: the task's; row number if absent)"})
+    ngram: bool = field(
+        default=True,
+        metadata={"help": "also fit a word+character n-gram linear model and blend it with the encoder (weight chosen on validation)"},
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing artifact directory"})
+
+    def resolved_out(self) -> Path:
+        return Path(self.out or f"models/{self.task}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """argparse keyword arguments for a dataclass field's type."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _parse_type(inner[0])
+    if origin is Literal:
+        return str, {"choices": list(typing.get_args(annotation))}
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        return args[0], {"nargs": len(args)}
+    return annotation, {}
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field, defaulting to None so that explicit flags can override a config file."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        kind, extra = _parse_type(hints[f.name])
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=None, help=help_text, **extra)
+        elif kind is bool:
+            parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {f.default})")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            parser.add_argument(_flag(f.name), dest=f.name, type=kind, default=None,
+                                help=f"{help_text} (default: {default})", **extra)
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of settings; explicit flags win")
+
+
+def settings_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Defaults <- YAML config <- explicit flags, with unknown config keys rejected."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise RouteclfError(f"cannot read config {args.config}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise RouteclfError(f"config {args.config} must be a mapping of setting: value")
+        loaded = {k.replace("-", "_"): v for k, v in loaded.items()}
+        unknown = sorted(set(loaded) - names)
+        if unknown:
+            raise RouteclfError(f"config {args.config}: unknown settings {', '.join(unknown)}")
+        values.update(loaded)
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    if "split_ratios" in values:
+        values["split_ratios"] = tuple(float(x) for x in values["split_ratios"])
+    settings = cls(**values)
+    validate_settings(settings)
+    return settings
+
+
+def validate_settings(s: TrainSettings) -> None:
+    positive = {"epochs": s.epochs, "lr": s.lr, "batch_size": s.batch_size, "eval_batch_size": s.eval_batch_size,
+                "max_length": s.max_length, "lora_r": s.lora_r, "lora_alpha": s.lora_alpha}
+    for name, value in positive.items():
+        if not value > 0:
+            raise RouteclfError(f"{_flag(name)} must be positive, got {value}")
+    if s.max_samples is not None and s.max_samples <= 0:
+        raise RouteclfError(f"--max-samples must be positive, got {s.max_samples}")
+    if not 0 <= s.lora_dropout < 1 or not 0 <= s.warmup_ratio < 1:
+        raise RouteclfError("--lora-dropout and --warmup-ratio must be in [0, 1)")
+    if s.patience < 1:
+        raise RouteclfError(f"--patience must be at least 1, got {s.patience}")

@@ -1,0 +1,107 @@
+"""A word + character n-gram linear model, blended with the encoder.
+
+Its errors differ from the encoder's (it keys on rare terms and spellings; the encoder on meaning),
+so a blend beats both. It is stored without pickles: vocabularies as JSON, weights as safetensors,
+and rebuilt with scikit-learn at load time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.svm import LinearSVC
+
+from routeclf.evaluation.metrics import softmax
+
+VECTORIZERS = {
+    "word": {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "min_df": 2, "lowercase": True},
+    "char": {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "min_df": 2, "lowercase": True},
+}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The scale that minimises validation negative log-likelihood (a 1-D search over log-space)."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 161))
+    losses = [-log_softmax(logits / t)[np.arange(len(y)), y].mean() for t in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+@dataclass
+class NgramModel:
+    vectorizers: dict[str, TfidfVectorizer]
+    coef: np.ndarray  # (labels, features)
+    intercept: np.ndarray  # (labels,)
+    temperature: float = 1.0
+
+    @classmethod
+    def fit(cls, texts: list[str], y: np.ndarray, n_labels: int, c: float = 0.5, seed: int = 42) -> NgramModel:
+        vectorizers = {name: TfidfVectorizer(**params) for name, params in VECTORIZERS.items()}
+        features = sp.hstack([v.fit_transform(texts) for v in vectorizers.values()]).tocsr()
+        svm = LinearSVC(C=c, random_state=seed).fit(features, y)
+        coef = np.zeros((n_labels, features.shape[1]), dtype=np.float32)
+        intercept = np.zeros(n_labels, dtype=np.float32)
+        coef[svm.classes_] = svm.coef_
+        intercept[svm.classes_] = svm.intercept_
+        # Labels absent from the training data can never win.
+        missing = np.setdiff1d(np.arange(n_labels), svm.classes_)
+        intercept[missing] = -1e4
+        return cls(vectorizers, coef, intercept)
+
+    def decision(self, texts: list[str]) -> np.ndarray:
+        features = sp.hstack([v.transform(texts) for v in self.vectorizers.values()]).tocsr()
+        return np.asarray(features @ self.coef.T) + self.intercept
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Calibrated log-probabilities."""
+        return log_softmax(self.decision(texts) / self.temperature)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"temperature": self.temperature, "vectorizers": {}}
+        tensors = {"coef": self.coef, "intercept": self.intercept}
+        for name, vectorizer in self.vectorizers.items():
+            params = {k: v for k, v in VECTORIZERS[name].items()}
+            vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+            config["vectorizers"][name] = {"params": params, "vocabulary": vocabulary}
+            tensors[f"idf_{name}"] = vectorizer.idf_.astype(np.float64)
+        (directory / "ngram_config.json").write_text(json.dumps(config, ensure_ascii=False))
+        save_file(tensors, str(directory / "ngram.safetensors"))
+
+    @classmethod
+    def load(cls, directory: Path) -> NgramModel:
+        config = json.loads((directory / "ngram_config.json").read_text())
+        tensors = load_file(str(directory / "ngram.safetensors"))
+        vectorizers = {}
+        for name, spec in config["vectorizers"].items():
+            params = dict(spec["params"], ngram_range=tuple(spec["params"]["ngram_range"]))
+            vocabulary = {term: i for i, term in enumerate(spec["vocabulary"])}
+            vectorizer = TfidfVectorizer(**params, vocabulary=vocabulary)
+            vectorizer.idf_ = tensors[f"idf_{name}"]
+            vectorizers[name] = vectorizer
+        return cls(vectorizers, tensors["coef"], tensors["intercept"], float(config["temperature"]))
+
+
+def blend(encoder_logits: np.ndarray, ngram_logits: np.ndarray, weight: float) -> np.ndarray:
+    """Log of the weighted mean of the two probability distributions (weight on the n-gram model)."""
+    mixed = (1 - weight) * softmax(encoder_logits) + weight * np.exp(ngram_logits)
+    return np.log(np.clip(mixed, 1e-12, None))
+
+
+def choose_weight(encoder_logits: np.ndarray, ngram_logits: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The n-gram weight with the best validation accuracy (ties: the smaller weight)."""
+    scores = {}
+    for weight in np.round(np.linspace(0, 1, 21), 2):
+        scores[f"{weight:.2f}"] = float((blend(encoder_logits, ngram_logits, weight).argmax(1) == y).mean())
+    best = max(scores, key=lambda w: (scores[w], -float(w)))
+    return float(best), scores

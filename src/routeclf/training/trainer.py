@@ -1,0 +1,220 @@
+"""The one training path: split -> fine-tune (full or LoRA) -> evaluate -> write the artifact."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from routeclf.artifact.card import write_model_card
+from routeclf.artifact.writer import check_destination, staged_directory, write_json, write_label_mappings
+from routeclf.data.sources import Fields, Row, load_rows
+from routeclf.data.split import make_split, write_manifest
+from routeclf.errors import TrainingError
+from routeclf.evaluation.metrics import classification_metrics
+from routeclf.evaluation.plots import plot_confusion_matrix
+from routeclf.settings import TrainSettings
+from routeclf.tasks import Task, get_task
+from routeclf.training.models import build_model, resolve_base
+from routeclf.training.ngram import NgramModel, choose_weight, fit_temperature
+from routeclf.versions import library_versions
+
+
+class FiniteLossTrainer(Trainer):
+    """Stops at the first non-finite training loss instead of training on garbage."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise TrainingError(
+                f"training loss became {loss.item()} at step {self.state.global_step + 1}; stopping, "
+                "nothing is exported. Lower --lr, check the data, or keep fp32."
+            )
+        return loss
+
+
+def _dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
+    import datasets
+
+    label2id = task.label2id
+    table = datasets.Dataset.from_dict({"text": [r.text for r in rows], "label": [label2id[r.label] for r in rows]})
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    return table.map(encode, batched=True, remove_columns=["text"], desc="tokenize")
+
+
+def _compute_metrics(prediction) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y_pred = prediction.predictions.argmax(axis=-1)
+    return {
+        "accuracy": float(accuracy_score(prediction.label_ids, y_pred)),
+        "macro_f1": float(f1_score(prediction.label_ids, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def _training_arguments(s: TrainSettings, output_dir: Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=s.epochs,
+        learning_rate=s.lr,
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.eval_batch_size,
+        warmup_steps=s.warmup_ratio,
+        weight_decay=s.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        train_sampling_strategy="group_by_length",
+        logging_strategy="steps",
+        logging_steps=50,
+        logging_nan_inf_filter=False,
+        report_to="none",
+        seed=s.seed,
+        data_seed=s.seed,
+        dataloader_num_workers=0,
+    )
+
+
+def _best_epoch(trainer: Trainer) -> tuple[float | None, list[dict[str, float]]]:
+    history = [
+        {"epoch": e["epoch"], "accuracy": e["eval_accuracy"], "macro_f1": e["eval_macro_f1"], "loss": e["eval_loss"]}
+        for e in trainer.state.log_history
+        if "eval_macro_f1" in e
+    ]
+    if not history:
+        return None, history
+    return max(history, key=lambda e: e["macro_f1"])["epoch"], history
+
+
+def _fit_ngram(
+    predictor, splits: dict[str, list[Row]], task: Task, seed: int, directory: Path
+) -> dict[str, Any]:
+    """Fit the n-gram companion on train; its temperature and blend weight on validation."""
+    label2id = task.label2id
+    train_texts = [r.text for r in splits["train"]]
+    val_texts = [r.text for r in splits["validation"]]
+    y_train = np.array([label2id[r.label] for r in splits["train"]])
+    y_val = np.array([label2id[r.label] for r in splits["validation"]])
+    ngram = NgramModel.fit(train_texts, y_train, len(task.labels), seed=seed)
+    ngram.temperature = fit_temperature(ngram.decision(val_texts), y_val)
+    weight, scores = choose_weight(predictor.encoder_logits(val_texts), ngram.logits(val_texts), y_val)
+    ngram.save(directory)
+    blend = {"weight": weight, "validation_accuracy_by_weight": scores, "temperature": ngram.temperature}
+    write_json(directory / "blend.json", blend)
+    return blend
+
+
+def evaluate_splits(predictor, splits: dict[str, list[Row]], task: Task, names: tuple[str, ...]) -> dict[str, Any]:
+    label2id = task.label2id
+    results = {}
+    for name in names:
+        rows = splits[name]
+        probabilities = predictor.predict_proba([r.text for r in rows], progress=True)
+        results[name] = classification_metrics(task.labels, np.array([label2id[r.label] for r in rows]), probabilities)
+        if predictor.ngram is not None:
+            encoder = predictor.encoder_logits([r.text for r in rows])
+            y = np.array([label2id[r.label] for r in rows])
+            results[name]["encoder_only_accuracy"] = float((encoder.argmax(1) == y).mean())
+    return results
+
+
+def train(settings: TrainSettings) -> Path:
+    """Train and publish an artifact; returns its directory. Nothing is written at `out` on failure."""
+    from routeclf.inference.predictor import NGRAM_DIR, Predictor
+
+    task = get_task(settings.task)
+    out = settings.resolved_out()
+    check_destination(out, settings.overwrite)
+    started = time.time()
+    set_seed(settings.seed)
+
+    fields = Fields.for_task(task, settings.text_field, settings.label_field, settings.id_field)
+    data = load_rows(settings.data or task.default_data, task, fields)
+    splits, manifest = make_split(data, settings.split_ratios, settings.seed, settings.max_samples)
+    print(
+        f"data: {len(data.rows)} rows from {data.source}; split "
+        + ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
+        + f"; near-duplicates across splits: {manifest['audit']['near_duplicates']['count']}"
+    )
+
+    base = resolve_base(settings.base)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    lora = {"r": settings.lora_r, "alpha": settings.lora_alpha, "dropout": settings.lora_dropout}
+    model = build_model(base, task.labels, settings.method, lora)
+
+    with staged_directory(out, settings.overwrite) as staging:
+        trainer = FiniteLossTrainer(
+            model=model,
+            args=_training_arguments(settings, staging / "checkpoints"),
+            train_dataset=_dataset(splits["train"], task, tokenizer, settings.max_length),
+            eval_dataset=_dataset(splits["validation"], task, tokenizer, settings.max_length),
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=_compute_metrics,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+        )
+        train_output = trainer.train()
+        best_epoch, history = _best_epoch(trainer)
+        trained = trainer.model
+        if settings.method == "lora":
+            trained.save_pretrained(staging / "adapter")
+            trained = trained.merge_and_unload()
+        trained.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+
+        def load() -> Predictor:
+            return Predictor(staging, batch_size=settings.eval_batch_size, max_length=settings.max_length)
+
+        predictor = load()
+        blend = None
+        if settings.ngram:
+            blend = _fit_ngram(predictor, splits, task, settings.seed, staging / NGRAM_DIR)
+            predictor = load()
+        metrics = evaluate_splits(predictor, splits, task, ("validation", "test"))
+
+        write_label_mappings(staging, task)
+        write_manifest(manifest, staging / "split.json")
+        training_config = {
+            "task": task.name,
+            "problem_type": task.problem_type,
+            "labels": list(task.labels),
+            "fallback_label": task.fallback_label,
+            "settings": asdict(settings) | {"data": data.source, "out": str(out)},
+            "fields": asdict(fields),
+            "base_model": {"name": base.name, "path": base.path, "sha256": base.sha256},
+            "best_epoch": best_epoch,
+            "epoch_history": history,
+            "train_steps": train_output.global_step,
+            "train_seconds": round(time.time() - started, 1),
+            "ngram_blend": blend and {"weight": blend["weight"], "temperature": blend["temperature"]},
+            "versions": library_versions(),
+        }
+        write_json(staging / "training_config.json", training_config)
+        write_json(staging / "metrics.json", {"data_sha256": data.sha256, **metrics})
+        plot_confusion_matrix(metrics["test"], staging / "confusion_matrix.png", f"{task.name}: test split")
+        write_model_card(staging, task, training_config, manifest, metrics)
+    return out

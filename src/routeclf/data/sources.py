@@ -67,11 +67,13 @@ def rows_sha256(rows: list[Row]) -> str:
 
 
 def read_records(data: str, hub_split: str = "train") -> list[dict[str, Any]]:
-    """Read a local .jsonl/.json/.csv/.parquet file, or a dataset from the Hugging Face hub."""
+    """Read a local .jsonl/.json/.csv/.parquet file, or a dataset from the Hugging Face hub
+    (a hub id, or a local directory laid out like a hub dataset repository)."""
     import datasets
 
     path = Path(data)
-    if path.suffix.lower() in LOCAL_FORMATS or path.exists():
+    # A directory is read like a hub dataset repository (a local clone of one), split by file name.
+    if path.suffix.lower() in LOCAL_FORMATS or path.is_file():
         if not path.is_file():
             raise DataError(f"data file not found: {data}")
         builder = LOCAL_FORMATS.get(path.suffix.lower())
@@ -86,7 +88,7 @@ def read_records(data: str, hub_split: str = "train") -> list[dict[str, Any]]:
     else:
         try:
             table = datasets.load_dataset(data, split=hub_split)
-        except Exception as exc:
+        except Exception as exc:  # offline, unknown id, missing split: all end the same way for the user
             raise DataError(
                 f"cannot load dataset {data!r} (split {hub_split!r}) from the Hugging Face hub: "
                 f"{type(exc).__name__}: {exc}. Without network access, pass --data with a local file, "

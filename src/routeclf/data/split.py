@@ -31,6 +31,11 @@ def _targets(counts: Counter[str], ratios: tuple[float, ...]) -> dict[str, list[
         order = sorted(range(len(ratios)), key=lambda i: (floor[i] - exact[i], i))
         for i in order[: n - sum(floor)]:
             floor[i] += 1
+        # Every split gets at least one row of every label that has enough rows for it.
+        for i in range(len(floor)):
+            if floor[i] == 0 and n >= len(ratios):
+                floor[floor.index(max(floor))] -= 1
+                floor[i] += 1
         targets[label] = floor
     return targets
 

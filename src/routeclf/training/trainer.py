@@ -95,6 +95,7 @@ def _training_arguments(s: TrainSettings, output_dir: Path) -> TrainingArguments
         seed=s.seed,
         data_seed=s.seed,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 

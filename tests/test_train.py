@@ -1,0 +1,146 @@
+"""A tiny real training run per method, checked against the artifact contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from routeclf.cli import main
+from routeclf.evaluation.evaluate import evaluate_artifact
+from routeclf.inference.predictor import Predictor
+from routeclf.tasks import get_task
+from routeclf.training.models import resolve_base
+
+CATEGORY = get_task("category")
+TINY = ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--lr", "3e-4", "--seed", "42"]
+
+
+def train_tiny(tmp_path_factory, method: str, extra: list[str] = ()) -> Path:
+    from conftest import synthetic_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp(method)
+    data = write_jsonl(root / "data.jsonl", synthetic_rows())
+    out = root / "model"
+    code = main(["train", "category", "--data", str(data), "--out", str(out), "--method", method, *TINY, *extra])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_model(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory, "full")
+
+
+@pytest.fixture(scope="module")
+def lora_model(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory, "lora", ["--lora-r", "8", "--no-ngram"])
+
+
+def check_contract(directory: Path, method: str) -> None:
+    for name in (
+        "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "label_mapping.json",
+        "category_mapping.json", "split.json", "training_config.json", "metrics.json", "confusion_matrix.png",
+        "README.md",
+    ):
+        assert (directory / name).is_file(), name
+    assert (directory / "adapter" / "adapter_config.json").is_file() == (method == "lora")
+    config = json.loads((directory / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(14)] == list(CATEGORY.labels)
+    assert config["label2id"] == CATEGORY.label2id
+    mapping = json.loads((directory / "label_mapping.json").read_text())
+    category = json.loads((directory / "category_mapping.json").read_text())
+    assert mapping["id2label"] == category["idx_to_category"] == config["id2label"]
+    assert mapping["label2id"] == category["category_to_idx"] == config["label2id"]
+    metrics = json.loads((directory / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        section = metrics[split]
+        assert set(section["per_class"]) == set(CATEGORY.labels)
+        assert section["confusion_matrix_labels"] == list(CATEGORY.labels)
+        assert np.array(section["confusion_matrix"]).sum() == section["n"]
+        assert {"accuracy", "macro_f1", "weighted_f1", "loss"} <= set(section)
+    training = json.loads((directory / "training_config.json").read_text())
+    assert training["settings"]["method"] == method
+    assert training["settings"]["max_length"] == 32  # flags are honoured exactly
+    assert training["base_model"]["sha256"]
+    split = json.loads((directory / "split.json").read_text())
+    assert split["audit"]["passed"] and split["data_sha256"] == metrics["data_sha256"]
+    # Plain transformers loads it, without peft.
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    assert model.config.num_labels == 14
+    assert not list(directory.parent.glob(".model.partial-*")), "staging directory left behind"
+
+
+def test_full_artifact_contract(full_model: Path) -> None:
+    check_contract(full_model, "full")
+    assert (full_model / "ngram" / "blend.json").is_file()
+
+
+def test_lora_artifact_contract(lora_model: Path) -> None:
+    check_contract(lora_model, "lora")
+
+
+@pytest.mark.parametrize("fixture", ["full_model", "lora_model"])
+def test_head_and_pooler_were_trained(fixture: str, request) -> None:
+    directory = request.getfixturevalue(fixture)
+    trained = load_file(str(directory / "model.safetensors"))
+    base = load_file(str(Path(resolve_base("minilm").path) / "model.safetensors"))
+    pooler = "bert.pooler.dense.weight"
+    base_pooler = base.get(pooler, base.get("pooler.dense.weight"))
+    assert not torch.allclose(trained[pooler], base_pooler), "pooler was not trained"
+    torch.manual_seed(0)
+    fresh = AutoModelForSequenceClassification.from_pretrained(resolve_base("minilm").path, num_labels=14)
+    assert trained["classifier.weight"].shape == (14, 384)
+    assert not torch.allclose(trained["classifier.weight"], fresh.classifier.weight)
+
+
+def test_saved_metrics_are_reproduced_after_reload(full_model: Path) -> None:
+    saved = json.loads((full_model / "metrics.json").read_text())["test"]
+    again = evaluate_artifact(full_model, split="test")
+    assert again["accuracy"] == saved["accuracy"]
+    assert again["confusion_matrix"] == saved["confusion_matrix"]
+    assert again["loss"] == pytest.approx(saved["loss"], abs=1e-6)
+    texts = ["what is the derivative of a matrix equation", "the court ruled for the plaintiff"]
+    first, second = Predictor(full_model).logits(texts), Predictor(full_model).logits(texts)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_merged_equals_adapter_on_base(lora_model: Path) -> None:
+    from peft import PeftModel
+
+    texts = ["the enzyme binds the protein in the cell", "what is the gdp after inflation rises"]
+    tokenizer = AutoTokenizer.from_pretrained(lora_model)
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    merged = AutoModelForSequenceClassification.from_pretrained(lora_model).eval()
+    base = AutoModelForSequenceClassification.from_pretrained(
+        resolve_base("minilm").path, num_labels=14, id2label=CATEGORY.id2label, label2id=CATEGORY.label2id
+    )
+    unmerged = PeftModel.from_pretrained(base, lora_model / "adapter").eval()
+    with torch.no_grad():
+        a, b = merged(**encoded).logits, unmerged(**encoded).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_nan_loss_stops_and_exports_nothing(tmp_path: Path, synthetic_file: Path, monkeypatch, capsys) -> None:
+    from routeclf.training.trainer import FiniteLossTrainer
+
+    original = FiniteLossTrainer.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(self, model, inputs, *args, **kwargs):
+        loss = original(self, model, inputs, *args, **kwargs)
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(FiniteLossTrainer, "compute_loss", poisoned)
+    out = tmp_path / "model"
+    code = main(["train", "category", "--data", str(synthetic_file), "--out", str(out), *TINY])
+    assert code == 1
+    assert "training loss became nan at step 2" in capsys.readouterr().err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".model.partial-*"))

@@ -144,3 +144,34 @@ def test_nan_loss_stops_and_exports_nothing(tmp_path: Path, synthetic_file: Path
     assert "training loss became nan at step 2" in capsys.readouterr().err
     assert not out.exists()
     assert not list(tmp_path.glob(".model.partial-*"))
+
+
+def test_predict_prints_json_lines(full_model: Path, tmp_path: Path, capsys) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the court ruled for the plaintiff\n\nwhat is the momentum of a photon\n")
+    assert main(["predict", str(full_model), "what is a prime number", "--file", str(texts), "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == [
+        "what is a prime number", "the court ruled for the plaintiff", "what is the momentum of a photon",
+    ]
+    for line in lines:
+        assert line["label"] in CATEGORY.labels
+        assert len(line["top_k"]) == 2 and line["top_k"][0]["label"] == line["label"]
+        assert line["top_k"][0]["probability"] == pytest.approx(line["confidence"])
+
+
+def test_evaluate_other_data_on_every_row(full_model: Path, tmp_path: Path, capsys) -> None:
+    """An out-of-distribution file with its own columns and a subset of the labels."""
+    from conftest import synthetic_rows
+
+    import pandas as pd
+
+    rows = [r for r in synthetic_rows(per_label=5, seed=9) if r["category"] in {"math", "law", "biology"}]
+    path = tmp_path / "ood.csv"
+    pd.DataFrame({"question": [r["question"] for r in rows], "category": [r["category"] for r in rows]}).to_csv(path)
+    output = tmp_path / "ood.json"
+    assert main(["evaluate", str(full_model), "--data", str(path), "--split", "all", "--output", str(output)]) == 0
+    assert "macro-F1" in capsys.readouterr().out
+    metrics = json.loads(output.read_text())
+    assert metrics["n"] == 15 and metrics["data"]["split"] == "all"
+    assert metrics["per_class"]["physics"]["support"] == 0

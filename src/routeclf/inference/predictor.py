@@ -61,12 +61,14 @@ class Predictor:
             out[index] = self.model(**encoded).logits.float().cpu().numpy()
         return out
 
-    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """The artifact's final scores: log-probabilities of the blend, or the encoder's logits."""
-        encoder = self.encoder_logits(texts, progress)
+    def combine(self, texts: list[str], encoder_logits: np.ndarray) -> np.ndarray:
+        """Final scores from encoder logits: the blend's log-probabilities, or the logits themselves."""
         if self.ngram is None:
-            return encoder
-        return blend(encoder, self.ngram.logits(texts), self.ngram_weight)
+            return encoder_logits
+        return blend(encoder_logits, self.ngram.logits(texts), self.ngram_weight)
+
+    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return self.combine(texts, self.encoder_logits(texts, progress))
 
     def predict_proba(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return softmax(self.logits(texts, progress))

@@ -24,7 +24,7 @@ from routeclf.artifact.writer import check_destination, staged_directory, write_
 from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
-from routeclf.evaluation.metrics import classification_metrics
+from routeclf.evaluation.metrics import classification_metrics, softmax
 from routeclf.evaluation.plots import plot_confusion_matrix
 from routeclf.settings import TrainSettings
 from routeclf.tasks import Task, get_task
@@ -132,12 +132,11 @@ def evaluate_splits(predictor, splits: dict[str, list[Row]], task: Task, names: 
     label2id = task.label2id
     results = {}
     for name in names:
-        rows = splits[name]
-        probabilities = predictor.predict_proba([r.text for r in rows], progress=True)
-        results[name] = classification_metrics(task.labels, np.array([label2id[r.label] for r in rows]), probabilities)
+        texts = [r.text for r in splits[name]]
+        y = np.array([label2id[r.label] for r in splits[name]])
+        encoder = predictor.encoder_logits(texts, progress=True)
+        results[name] = classification_metrics(task.labels, y, softmax(predictor.combine(texts, encoder)))
         if predictor.ngram is not None:
-            encoder = predictor.encoder_logits([r.text for r in rows])
-            y = np.array([label2id[r.label] for r in rows])
             results[name]["encoder_only_accuracy"] = float((encoder.argmax(1) == y).mean())
     return results
 

@@ -1,0 +1,30 @@
+# Quick start: `make train DATA=../shared/data/mmlu-pro/test.jsonl` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= TIGER-Lab/MMLU-Pro
+DATA_DIR ?= ../shared/data
+OUT ?= models/category
+ARGS ?=
+
+.PHONY: install train test bench-train clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+train: install
+	$(BIN)/routeclf train category --data $(DATA) --out $(OUT) --overwrite $(ARGS)
+
+test: install
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest
+
+bench-train: install
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_category.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) models .pytest_cache

@@ -1,0 +1,106 @@
+"""Train the default category configuration on the full local MMLU-Pro file and record the result.
+
+Writes `benchmarks/results/train_category.json` (this run) and appends a row to
+`benchmarks/results/train_category.md`. On the same split, in the same run, it also scores a
+TF-IDF (word 1-2 + char 2-5 grams) + LinearSVC baseline, the number the encoder has to beat.
+
+    python benchmarks/train_category.py [--data FILE] [--out DIR] [-- any `routeclf train` flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from routeclf.cli import build_parser
+from routeclf.data.sources import load_rows
+from routeclf.data.split import make_split
+from routeclf.settings import TrainSettings, settings_from_args
+from routeclf.tasks import get_task
+from routeclf.training.ngram import NgramModel
+from routeclf.training.trainer import train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def baseline(settings: TrainSettings) -> dict[str, float]:
+    task = get_task("category")
+    data = load_rows(settings.data, task)
+    splits, _ = make_split(data, settings.split_ratios, settings.seed, settings.max_samples)
+    started = time.time()
+    y = {name: np.array([task.label2id[r.label] for r in rows]) for name, rows in splits.items()}
+    model = NgramModel.fit([r.text for r in splits["train"]], y["train"], len(task.labels), seed=settings.seed)
+    predicted = model.decision([r.text for r in splits["test"]]).argmax(1)
+    return {
+        "accuracy": float(accuracy_score(y["test"], predicted)),
+        "macro_f1": float(f1_score(y["test"], predicted, average="macro")),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DATA_DIR / "mmlu-pro" / "test.jsonl"))
+    parser.add_argument("--out", default="models/bench-category")
+    parser.add_argument("--label", default="default", help="name of this configuration in the results table")
+    own, train_flags = parser.parse_known_args()
+    train_flags = [f for f in train_flags if f != "--"]
+    args = build_parser().parse_args(["train", "category", "--data", own.data, "--out", own.out, "--overwrite", *train_flags])
+    settings = settings_from_args(TrainSettings, args)
+
+    base = baseline(settings)
+    print(f"baseline TF-IDF + LinearSVC: {base}")
+    started = time.time()
+    out = train(settings)
+    wall = time.time() - started
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "training_config.json").read_text())
+    test = metrics["test"]
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "configuration": own.label,
+        "flags": train_flags,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
+        "wall_seconds": round(wall, 1),
+        "train_steps": config["train_steps"],
+        "steps_per_second": round(config["train_steps"] / wall, 3),
+        "best_epoch": config["best_epoch"],
+        "epoch_history": config["epoch_history"],
+        "ngram_blend": config["ngram_blend"],
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "test_encoder_only_accuracy": test.get("encoder_only_accuracy"),
+        "validation_accuracy": metrics["validation"]["accuracy"],
+        "baseline_tfidf_linearsvc": base,
+        "settings": config["settings"],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_category.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = RESULTS / "train_category.md"
+    if not table.exists():
+        table.write_text(
+            "| date | configuration | wall (s) | steps/s | best epoch | test acc | test macro-F1 | encoder-only acc | TF-IDF+SVC acc |\n"
+            "|---|---|---|---|---|---|---|---|---|\n"
+        )
+    encoder_only = result["test_encoder_only_accuracy"]
+    with table.open("a") as handle:
+        handle.write(
+            f"| {result['date'][:10]} | {own.label} {' '.join(train_flags)} | {result['wall_seconds']} | "
+            f"{result['steps_per_second']} | {result['best_epoch']} | {test['accuracy']:.4f} | {test['macro_f1']:.4f} | "
+            f"{'' if encoder_only is None else f'{encoder_only:.4f}'} | {base['accuracy']:.4f} |\n"
+        )
+    print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "epoch_history")}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

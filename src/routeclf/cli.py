@@ -1,4 +1,4 @@
-"""The `routeclf` command: split, train, evaluate, predict."""
+"""The `routeclf` command: split, train, evaluate, validate, push, predict."""
 
 from __future__ import annotations
 
@@ -52,15 +52,58 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from routeclf.evaluation.evaluate import evaluate_artifact
-    from routeclf.evaluation.metrics import format_table
+    from routeclf.evaluation.evaluate import evaluate_artifact, save_evaluation
+    from routeclf.evaluation.metrics import format_report
 
     fields = {"text": args.text_field, "label": args.label_field, "id": args.id_field}
     metrics = evaluate_artifact(args.directory, args.data, args.split, fields)
-    print(format_table(metrics))
+    print(format_report(metrics))
     if args.output:
         args.output.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.output}")
+    if args.save_as:
+        save_evaluation(args.directory, args.save_as, metrics)
+        print(f"saved as {args.save_as!r} in {args.directory / 'metrics.json'} and the model card")
+    return 0
+
+
+def _threshold_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default=None, help="task to check against (default: the artifact's)")
+    parser.add_argument("--require-labels", default=None, help="comma-separated labels (default: the task's)")
+    parser.add_argument("--data", default=None, help="data to recompute metrics on (default: the training data)")
+    parser.add_argument("--min-accuracy", type=float, default=None)
+    parser.add_argument("--min-macro-f1", type=float, default=None)
+    parser.add_argument("--min-class-f1", type=float, default=None, help="the worst class's F1")
+    parser.add_argument("--max-ece", type=float, default=None, help="expected calibration error on test")
+    parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+
+
+def _run_validation(args: argparse.Namespace):
+    from routeclf.artifact.validate import Thresholds, validate_artifact
+
+    labels = [x.strip() for x in args.require_labels.split(",") if x.strip()] if args.require_labels else None
+    thresholds = Thresholds(args.min_accuracy, args.min_macro_f1, args.min_class_f1, args.max_ece)
+    report = validate_artifact(args.directory, args.task, labels, args.data, thresholds)
+    print(report.table())
+    if args.report:
+        args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    return _run_validation(args).exit_code
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from routeclf.artifact.push import push_artifact
+
+    report = _run_validation(args)
+    files = push_artifact(args.directory, args.repo_id, report, args.private, args.dry_run)
+    total = sum(f.stat().st_size for f in files)
+    verb = "would upload" if args.dry_run else "uploaded"
+    for path in files:
+        print(f"  {path.relative_to(args.directory)}  {path.stat().st_size:,} B")
+    print(f"{verb} {len(files)} files ({total:,} B) to {args.repo_id}")
     return 0
 
 
@@ -76,7 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not texts:
         raise RouteclfError("nothing to classify: give texts as arguments or --file")
     predictor = Predictor(args.directory)
-    for text, result in zip(texts, predictor.predict(texts, args.top_k)):
+    for text, result in zip(texts, predictor.predict(texts, args.top_k, args.threshold)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False))
     return 0
 
@@ -107,14 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="a saved split of the training data, or all rows of --data (for another data set)",
     )
     evaluate.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON")
+    evaluate.add_argument(
+        "--save-as", default=None, metavar="NAME",
+        help="store the result in the artifact's metrics.json under NAME (e.g. ood, chat) and in its model card",
+    )
     _add_field_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    validate = commands.add_parser("validate", help="the gate: exit 0 pass, 1 a check failed, 2 could not run")
+    validate.add_argument("directory", type=Path)
+    _threshold_flags(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    push = commands.add_parser("push", help="validate, then upload to the Hugging Face hub")
+    push.add_argument("directory", type=Path)
+    push.add_argument("--repo-id", required=True, help="ORG/NAME of the model repository")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--dry-run", action="store_true", help="validate and list the files, upload nothing")
+    _threshold_flags(push)
+    push.set_defaults(func=cmd_push)
 
     predict = commands.add_parser("predict", help="classify texts; prints JSON lines")
     predict.add_argument("directory", type=Path)
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.add_argument("--file", type=Path, default=None, help="a file of texts, one per line")
     predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--threshold", type=float, default=None,
+                         help="confidence below which the fallback label is answered (default: the artifact's)")
     predict.set_defaults(func=cmd_predict)
     return parser
 

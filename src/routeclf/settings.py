@@ -49,6 +49,10 @@ class TrainSettings:
         default=True,
         metadata={"help": "also fit a word+character n-gram linear model and blend it with the encoder (weight chosen on validation)"},
     )
+    abstain_accuracy: float = field(
+        default=0.95,
+        metadata={"help": "the confidence threshold is the lowest whose validation predictions reach this accuracy"},
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing artifact directory"})
 
     def resolved_out(self) -> Path:
@@ -125,5 +129,7 @@ def validate_settings(s: TrainSettings) -> None:
         raise RouteclfError(f"--max-samples must be positive, got {s.max_samples}")
     if not 0 <= s.lora_dropout < 1 or not 0 <= s.warmup_ratio < 1:
         raise RouteclfError("--lora-dropout and --warmup-ratio must be in [0, 1)")
+    if not 0 < s.abstain_accuracy <= 1:
+        raise RouteclfError(f"--abstain-accuracy must be in (0, 1], got {s.abstain_accuracy}")
     if s.patience < 1:
         raise RouteclfError(f"--patience must be at least 1, got {s.patience}")

@@ -6,6 +6,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from routeclf.artifact.writer import read_json
 from routeclf.tasks import Task
 
 CARD = Template("""---
@@ -42,9 +43,27 @@ Checkpoints were chosen on the validation split; the test split was read once, f
 
 ## Results
 
-| split | n | accuracy | macro-F1 | weighted-F1 | loss |
-|---|---|---|---|---|---|
+| data | n | accuracy | macro-F1 | weighted-F1 | loss | ECE (calibrated) | ECE before |
+|---|---|---|---|---|---|---|---|
 $summary
+
+`validation` chose the checkpoint, the blend weight, the temperature and the threshold; `test` was
+held out from all of it.$extra_note
+
+## Calibration and abstaining
+
+Temperature $temperature, fitted on validation. Confidence threshold $threshold: below it a router
+should answer the fallback label `$fallback` (the raw top label is still reported).
+
+| data | coverage (answered) | accuracy when answered |
+|---|---|---|
+$threshold_rows
+
+![reliability diagram](reliability_diagram.png)
+
+## Slices (test)
+
+$slices
 
 Per class (test):
 
@@ -70,19 +89,42 @@ Versions: $versions
 """)
 
 
+def _sections(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: m for name, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
+
+
 def _summary_rows(metrics: dict[str, Any]) -> str:
+    return "\n".join(
+        f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | "
+        f"{m['loss']:.4f} | {m.get('ece', float('nan')):.4f} | {m.get('ece_uncalibrated', float('nan')):.4f} |"
+        for name, m in _sections(metrics).items()
+    )
+
+
+def _threshold_rows(metrics: dict[str, Any]) -> str:
     rows = []
-    for name, m in metrics.items():
-        if isinstance(m, dict) and "accuracy" in m:
-            rows.append(
-                f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | {m['loss']:.4f} |"
-            )
+    for name, m in _sections(metrics).items():
+        if "above_threshold" in m:
+            t = m["above_threshold"]
+            rows.append(f"| {name} | {t['coverage']:.3f} | {t['accuracy']:.4f} |")
     return "\n".join(rows)
 
 
-def write_model_card(
-    directory: Path, task: Task, config: dict[str, Any], manifest: dict[str, Any], metrics: dict[str, Any]
-) -> None:
+def _slice_tables(test: dict[str, Any]) -> str:
+    parts = []
+    for kind, slices in test.get("slices", {}).items():
+        lines = [f"By {kind}:", "", f"| {kind} | n | accuracy | macro-F1 |", "|---|---|---|---|"]
+        lines += [f"| {key} | {v['n']} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} |" for key, v in slices.items()]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def write_model_card(directory: Path, task: Task) -> None:
+    """Render README.md from the artifact's own files, so it can be re-rendered after more evaluations."""
+    config = read_json(directory / "training_config.json")
+    manifest = read_json(directory / "split.json")
+    metrics = read_json(directory / "metrics.json")
+    calibration = read_json(directory / "calibration.json")
     s = config["settings"]
     test = metrics["test"]
     blend = config.get("ngram_blend")
@@ -116,6 +158,16 @@ def write_model_card(
         ),
         seconds=config["train_seconds"],
         summary=_summary_rows(metrics),
+        extra_note=(
+            " Other rows are evaluation-only data sets (never trained or tuned on): "
+            + "; ".join(f"`{name}`: {m['data']['source']}" for name, m in _sections(metrics).items() if "data" in m)
+            if any("data" in m for m in _sections(metrics).values())
+            else ""
+        ),
+        temperature=f"{calibration['temperature']:.3f}",
+        threshold=f"{calibration['threshold']:.3f}",
+        threshold_rows=_threshold_rows(metrics),
+        slices=_slice_tables(test),
         per_class="\n".join(
             f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
             for label, r in test["per_class"].items()

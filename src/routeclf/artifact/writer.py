@@ -22,13 +22,22 @@ REQUIRED_FILES = (
     "split.json",
     "training_config.json",
     "metrics.json",
+    "calibration.json",
     "confusion_matrix.png",
+    "reliability_diagram.png",
     "README.md",
 )
 
 
 def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Replace a file of a finished artifact without a moment where it is half-written."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    write_json(temporary, payload)
+    temporary.replace(path)
 
 
 def read_json(path: Path) -> Any:

@@ -1,22 +1,72 @@
-"""`routeclf evaluate`: metrics of a saved artifact on its saved split, or on another data set."""
+"""Scoring rows with an artifact: after training, in `routeclf evaluate` and in `routeclf validate`."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 from routeclf.artifact.writer import read_json
 from routeclf.data.sources import Fields, LoadedData, Row, load_rows
 from routeclf.data.split import SPLITS, apply_manifest, read_manifest
 from routeclf.errors import RouteclfError
-from routeclf.evaluation.metrics import classification_metrics
+from routeclf.evaluation.calibration import above_threshold, reliability
+from routeclf.evaluation.metrics import classification_metrics, softmax
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import Task, get_task
 
+# Word-count bands for sliced reports: short chat-like requests behave differently from long ones.
+LENGTH_BANDS = (("<=20 words", 0, 20), ("21-60 words", 21, 60), (">60 words", 61, None))
+
+
+def length_band(text: str) -> str:
+    words = len(text.split())
+    return next(name for name, low, high in LENGTH_BANDS if words >= low and (high is None or words <= high))
+
+
+def _slice_metrics(y: np.ndarray, y_pred: np.ndarray, keys: list[str]) -> dict[str, dict[str, float]]:
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        members[key].append(i)
+    return {
+        key: {
+            "n": len(index),
+            "accuracy": float((y_pred[index] == y[index]).mean()),
+            "macro_f1": float(f1_score(y[index], y_pred[index], average="macro", zero_division=0)),
+        }
+        for key, index in sorted(members.items())
+    }
+
+
+def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, Any]:
+    """Metrics, calibration, abstain threshold and slices for one set of labelled rows."""
+    texts = [r.text for r in rows]
+    y = np.array([task.label2id[r.label] for r in rows])
+    encoder = predictor.encoder_logits(texts, progress=len(texts) > 1000)
+    raw = softmax(predictor.combine(texts, encoder, calibrated=False))
+    probabilities = softmax(predictor.combine(texts, encoder))
+    metrics = classification_metrics(task.labels, y, probabilities)
+    curve = reliability(probabilities, y)
+    metrics["ece"] = curve["ece"]
+    metrics["ece_uncalibrated"] = reliability(raw, y)["ece"]
+    metrics["reliability_bins"] = curve["bins"]
+    metrics["above_threshold"] = above_threshold(probabilities, y, predictor.threshold)
+    if predictor.ngram is not None:
+        metrics["encoder_only_accuracy"] = float((encoder.argmax(1) == y).mean())
+    y_pred = probabilities.argmax(1)
+    metrics["slices"] = {
+        "length": _slice_metrics(y, y_pred, [length_band(t) for t in texts]),
+        "source": _slice_metrics(y, y_pred, [r.source for r in rows]),
+    }
+    return metrics
+
 
 def artifact_task(directory: Path) -> tuple[Task, dict[str, Any]]:
+    if not directory.is_dir():
+        raise RouteclfError(f"{directory} does not exist or is not a directory")
     path = directory / "training_config.json"
     if not path.is_file():
         raise RouteclfError(f"{directory} has no training_config.json; is it a routeclf artifact?")
@@ -24,15 +74,29 @@ def artifact_task(directory: Path) -> tuple[Task, dict[str, Any]]:
     return get_task(config["task"]), config
 
 
-def rows_for(
-    directory: Path, data: LoadedData, split: str
-) -> list[Row]:
-    """The rows to score: a saved split of the training data, or every row of `data`."""
+def load_for_artifact(
+    directory: Path, data_source: str | None, split: str, fields: dict[str, str | None] | None = None
+) -> tuple[LoadedData, list[Row]]:
+    """Load `data_source` (default: the training data) and pick the rows to score.
+
+    A saved split uses the artifact's own column names; `all` (another data set) uses the task's
+    defaults unless told otherwise.
+    """
+    task, config = artifact_task(directory)
+    saved = config.get("fields", {}) if split != "all" else {}
+    fields = fields or {}
+    chosen = Fields.for_task(
+        task,
+        fields.get("text") or saved.get("text"),
+        fields.get("label") or saved.get("label"),
+        fields.get("id") or saved.get("id"),
+    )
+    data = load_rows(data_source or config["settings"]["data"], task, chosen, require_all_labels=False)
     if split == "all":
-        return data.rows
+        return data, data.rows
     if split not in SPLITS:
         raise RouteclfError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
-    return apply_manifest(data, read_manifest(directory / "split.json"))[split]
+    return data, apply_manifest(data, read_manifest(directory / "split.json"))[split]
 
 
 def evaluate_artifact(
@@ -42,20 +106,22 @@ def evaluate_artifact(
     fields: dict[str, str | None] | None = None,
     predictor: Predictor | None = None,
 ) -> dict[str, Any]:
-    task, config = artifact_task(directory)
-    saved = config.get("fields", {})
-    fields = fields or {}
-    chosen = Fields.for_task(
-        task,
-        fields.get("text") or (saved.get("text") if split != "all" else None),
-        fields.get("label") or (saved.get("label") if split != "all" else None),
-        fields.get("id") or (saved.get("id") if split != "all" else None),
-    )
-    data = load_rows(data_source or config["settings"]["data"], task, chosen, require_all_labels=False)
-    rows = rows_for(directory, data, split)
-    predictor = predictor or Predictor(directory)
-    probabilities = predictor.predict_proba([r.text for r in rows], progress=True)
-    y = np.array([task.label2id[r.label] for r in rows])
-    metrics = classification_metrics(task.labels, y, probabilities)
+    task, _ = artifact_task(directory)
+    data, rows = load_for_artifact(directory, data_source, split, fields)
+    metrics = score_rows(predictor or Predictor(directory), rows, task)
     metrics["data"] = {"source": data.source, "sha256": data.sha256, "split": split}
     return metrics
+
+
+def save_evaluation(directory: Path, name: str, metrics: dict[str, Any]) -> None:
+    """Store an evaluation on other data in metrics.json under `name` and re-render the model card."""
+    from routeclf.artifact.card import write_model_card
+    from routeclf.artifact.writer import write_json_atomic
+
+    if name in SPLITS:
+        raise RouteclfError(f"--save-as {name!r} would overwrite the training split's metrics; choose another name")
+    task, _ = artifact_task(directory)
+    saved = read_json(directory / "metrics.json")
+    saved[name] = metrics
+    write_json_atomic(directory / "metrics.json", saved)
+    write_model_card(directory, task)

@@ -60,3 +60,19 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"weighted-F1={metrics['weighted_f1']:.4f}  loss={metrics['loss']:.4f}"
     )
     return "\n".join(lines)
+
+
+def format_report(metrics: dict[str, Any]) -> str:
+    """The per-class table, calibration and slices, for the terminal."""
+    lines = [format_table(metrics)]
+    if "ece" in metrics:
+        t = metrics["above_threshold"]
+        lines.append(
+            f"ECE {metrics['ece']:.4f} (uncalibrated {metrics['ece_uncalibrated']:.4f}); at threshold "
+            f"{t['threshold']:.3f}: coverage {t['coverage']:.3f}, accuracy {t['accuracy']:.4f}"
+        )
+    for kind, slices in metrics.get("slices", {}).items():
+        if len(slices) > 1:
+            lines.append(f"by {kind}:")
+            lines += [f"  {key:<40} n={v['n']:<6} accuracy={v['accuracy']:.4f}" for key, v in slices.items()]
+    return "\n".join(lines)

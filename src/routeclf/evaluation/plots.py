@@ -35,3 +35,24 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_reliability(metrics: dict[str, Any], path: Path, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin, for each split given."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    for name, section in metrics.items():
+        if not isinstance(section, dict) or "reliability_bins" not in section:
+            continue
+        bins = section["reliability_bins"]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                label=f"{name} (ECE {section['ece']:.3f}, before {section['ece_uncalibrated']:.3f})")
+    ax.set_xlabel("confidence (top label)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -16,6 +16,7 @@ from routeclf.evaluation.metrics import softmax
 from routeclf.training.ngram import NgramModel, blend
 
 NGRAM_DIR = "ngram"
+CALIBRATION_FILE = "calibration.json"
 
 
 class Predictor:
@@ -36,6 +37,10 @@ class Predictor:
         self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).to(self.device).eval()
         id2label = self.model.config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
+        calibration = self._optional_json(CALIBRATION_FILE)
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.threshold = float(calibration.get("threshold", 0.0))
+        self.fallback_label: str | None = calibration.get("fallback_label")
         blend_config = self._optional_json(f"{NGRAM_DIR}/blend.json")
         self.ngram: NgramModel | None = None
         self.ngram_weight = 0.0
@@ -61,11 +66,12 @@ class Predictor:
             out[index] = self.model(**encoded).logits.float().cpu().numpy()
         return out
 
-    def combine(self, texts: list[str], encoder_logits: np.ndarray) -> np.ndarray:
-        """Final scores from encoder logits: the blend's log-probabilities, or the logits themselves."""
-        if self.ngram is None:
-            return encoder_logits
-        return blend(encoder_logits, self.ngram.logits(texts), self.ngram_weight)
+    def combine(self, texts: list[str], encoder_logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Final scores from encoder logits: blended with the n-gram model if any, then temperature-scaled."""
+        scores = encoder_logits
+        if self.ngram is not None:
+            scores = blend(encoder_logits, self.ngram.logits(texts), self.ngram_weight)
+        return scores / self.temperature if calibrated else scores
 
     def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return self.combine(texts, self.encoder_logits(texts, progress))
@@ -73,15 +79,23 @@ class Predictor:
     def predict_proba(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return softmax(self.logits(texts, progress))
 
-    def predict(self, texts: list[str], top_k: int = 3) -> list[dict[str, Any]]:
+    def predict(self, texts: list[str], top_k: int = 3, threshold: float | None = None) -> list[dict[str, Any]]:
+        """Label decisions: below the confidence threshold (the artifact's own by default) the
+        task's fallback label is answered, and the top label is still reported."""
+        threshold = self.threshold if threshold is None else threshold
         probabilities = self.predict_proba(texts)
         results = []
         for row in probabilities:
             ranked = np.argsort(-row)[: max(1, top_k)]
+            top_label, confidence = self.labels[int(ranked[0])], float(row[ranked[0]])
+            below = confidence < threshold and self.fallback_label is not None
             results.append(
                 {
-                    "label": self.labels[int(ranked[0])],
-                    "confidence": float(row[ranked[0]]),
+                    "label": self.fallback_label if below else top_label,
+                    "top_label": top_label,
+                    "confidence": confidence,
+                    "below_threshold": below,
+                    "threshold": threshold,
                     "top_k": [{"label": self.labels[int(i)], "probability": float(row[i])} for i in ranked],
                 }
             )

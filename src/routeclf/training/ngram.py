@@ -17,24 +17,13 @@ from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
+from routeclf.evaluation.calibration import log_softmax
 from routeclf.evaluation.metrics import softmax
 
 VECTORIZERS = {
     "word": {"analyzer": "word", "ngram_range": (1, 2), "sublinear_tf": True, "min_df": 2, "lowercase": True},
     "char": {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "min_df": 2, "lowercase": True},
 }
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The scale that minimises validation negative log-likelihood (a 1-D search over log-space)."""
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 161))
-    losses = [-log_softmax(logits / t)[np.arange(len(y)), y].mean() for t in grid]
-    return float(grid[int(np.argmin(losses))])
 
 
 @dataclass

@@ -24,12 +24,15 @@ from routeclf.artifact.writer import check_destination, staged_directory, write_
 from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
-from routeclf.evaluation.metrics import classification_metrics, softmax
-from routeclf.evaluation.plots import plot_confusion_matrix
+from routeclf.evaluation.calibration import choose_threshold, fit_temperature
+from routeclf.evaluation.evaluate import score_rows
+from routeclf.evaluation.metrics import softmax
+from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
+from routeclf.evaluation.plots import plot_confusion_matrix, plot_reliability
 from routeclf.settings import TrainSettings
 from routeclf.tasks import Task, get_task
 from routeclf.training.models import build_model, resolve_base
-from routeclf.training.ngram import NgramModel, choose_weight, fit_temperature
+from routeclf.training.ngram import NgramModel, choose_weight
 from routeclf.versions import library_versions
 
 
@@ -128,23 +131,25 @@ def _fit_ngram(
     return blend
 
 
-def evaluate_splits(predictor, splits: dict[str, list[Row]], task: Task, names: tuple[str, ...]) -> dict[str, Any]:
-    label2id = task.label2id
-    results = {}
-    for name in names:
-        texts = [r.text for r in splits[name]]
-        y = np.array([label2id[r.label] for r in splits[name]])
-        encoder = predictor.encoder_logits(texts, progress=True)
-        results[name] = classification_metrics(task.labels, y, softmax(predictor.combine(texts, encoder)))
-        if predictor.ngram is not None:
-            results[name]["encoder_only_accuracy"] = float((encoder.argmax(1) == y).mean())
-    return results
+def _calibrate(predictor, rows: list[Row], task: Task, target_accuracy: float) -> dict[str, Any]:
+    """Temperature on validation, then the lowest threshold that keeps validation accuracy on target."""
+    texts = [r.text for r in rows]
+    y = np.array([task.label2id[r.label] for r in rows])
+    scores = predictor.combine(texts, predictor.encoder_logits(texts), calibrated=False)
+    temperature = fit_temperature(scores, y)
+    threshold = choose_threshold(softmax(scores / temperature), y, target_accuracy)
+    return {
+        "method": "temperature scaling on the validation split",
+        "temperature": temperature,
+        "threshold": threshold,
+        "threshold_rule": f"lowest confidence whose answered validation predictions reach accuracy {target_accuracy}",
+        "target_accuracy": target_accuracy,
+        "fallback_label": task.fallback_label,
+    }
 
 
 def train(settings: TrainSettings) -> Path:
     """Train and publish an artifact; returns its directory. Nothing is written at `out` on failure."""
-    from routeclf.inference.predictor import NGRAM_DIR, Predictor
-
     task = get_task(settings.task)
     out = settings.resolved_out()
     check_destination(out, settings.overwrite)
@@ -194,7 +199,11 @@ def train(settings: TrainSettings) -> Path:
         if settings.ngram:
             blend = _fit_ngram(predictor, splits, task, settings.seed, staging / NGRAM_DIR)
             predictor = load()
-        metrics = evaluate_splits(predictor, splits, task, ("validation", "test"))
+        write_json(
+            staging / CALIBRATION_FILE, _calibrate(predictor, splits["validation"], task, settings.abstain_accuracy)
+        )
+        predictor = load()
+        metrics = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
 
         write_label_mappings(staging, task)
         write_manifest(manifest, staging / "split.json")
@@ -216,5 +225,6 @@ def train(settings: TrainSettings) -> Path:
         write_json(staging / "training_config.json", training_config)
         write_json(staging / "metrics.json", {"data_sha256": data.sha256, **metrics})
         plot_confusion_matrix(metrics["test"], staging / "confusion_matrix.png", f"{task.name}: test split")
-        write_model_card(staging, task, training_config, manifest, metrics)
+        plot_reliability(metrics, staging / "reliability_diagram.png", f"{task.name}: calibrated confidence")
+        write_model_card(staging, task)
     return out

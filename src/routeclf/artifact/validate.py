@@ -1,0 +1,286 @@
+"""`routeclf validate`: the gate an artifact passes before anyone uploads or serves it.
+
+Exit codes: 0 every check passed, 1 a check failed, 2 the validation could not run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routeclf.artifact.writer import REQUIRED_FILES, label_mappings, read_json
+from routeclf.errors import RouteclfError
+from routeclf.tasks import Task, get_task
+
+PROBE_TEXTS = (
+    "What is the derivative of x squared?",
+    "my landlord kept my deposit, can he do that",
+    "Explain how photosynthesis stores energy.",
+)
+
+
+class CheckFailed(Exception):
+    """The artifact does not meet the check; the message says how."""
+
+
+class CannotRun(Exception):
+    """The check could not be carried out (unreadable file, data not reachable)."""
+
+
+@dataclass
+class Thresholds:
+    min_accuracy: float | None = None
+    min_macro_f1: float | None = None
+    min_class_f1: float | None = None
+    max_ece: float | None = None
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str  # pass | fail | skip | error
+    detail: str
+
+
+@dataclass
+class Report:
+    directory: str
+    task: str
+    checks: list[CheckResult] = field(default_factory=list)
+    recomputed: dict[str, Any] | None = None
+
+    @property
+    def exit_code(self) -> int:
+        statuses = {c.status for c in self.checks}
+        return 2 if "error" in statuses else 1 if "fail" in statuses else 0
+
+    def table(self) -> str:
+        width = max(len(c.name) for c in self.checks) + 2
+        lines = [f"{'check':<{width}}status  detail"]
+        lines += [f"{c.name:<{width}}{c.status.upper():<8}{c.detail}" for c in self.checks]
+        verdict = {0: "PASSED", 1: "FAILED", 2: "COULD NOT RUN"}[self.exit_code]
+        lines.append(f"validation {verdict}: {self.directory}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        summary = {k: v for k, v in (self.recomputed or {}).items() if k in ("n", "accuracy", "macro_f1", "ece")}
+        return {"directory": self.directory, "task": self.task, "exit_code": self.exit_code,
+                "passed": self.exit_code == 0, "checks": [asdict(c) for c in self.checks], "recomputed_test": summary}
+
+
+def _json(directory: Path, name: str) -> Any:
+    try:
+        return read_json(directory / name)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CannotRun(f"cannot read {name}: {exc}") from exc
+
+
+class Validator:
+    def __init__(self, directory: Path, task: Task, required_labels: list[str], data: str | None,
+                 thresholds: Thresholds) -> None:
+        self.directory = directory
+        self.task = task
+        self.required_labels = required_labels
+        self.data = data
+        self.thresholds = thresholds
+        self.report = Report(str(directory), task.name)
+        self._predictor = None
+
+    def run(self) -> Report:
+        checks: list[tuple[str, tuple[str, ...], Callable[[], str]]] = [
+            ("artifact contract", (), self.check_contract),
+            ("label mappings agree", ("config.json", "label_mapping.json"), self.check_mappings),
+            ("required labels present", ("config.json",), self.check_required_labels),
+            ("weights finite", ("model.safetensors",), self.check_finite),
+            ("loads and is deterministic", ("config.json", "model.safetensors"), self.check_deterministic),
+            ("metrics reproduce on saved test ids",
+             ("split.json", "metrics.json", "training_config.json", "model.safetensors"), self.check_metrics),
+            ("quality thresholds", ("metrics.json",), self.check_thresholds),
+        ]
+        for name, needs, check in checks:
+            missing = [n for n in needs if not (self.directory / n).is_file()]
+            if missing:
+                self.report.checks.append(CheckResult(name, "skip", f"needs {', '.join(missing)}"))
+                continue
+            try:
+                self.report.checks.append(CheckResult(name, "pass", check()))
+            except CheckFailed as exc:
+                self.report.checks.append(CheckResult(name, "fail", str(exc)))
+            except (CannotRun, RouteclfError, OSError) as exc:
+                self.report.checks.append(CheckResult(name, "error", str(exc)))
+        return self.report
+
+    # -- checks -------------------------------------------------------------------------------
+    def check_contract(self) -> str:
+        expected = list(REQUIRED_FILES) + list(label_mappings(self.task))
+        if (self.directory / "training_config.json").is_file():
+            config = _json(self.directory, "training_config.json")
+            if config.get("settings", {}).get("method") == "lora":
+                expected.append("adapter/adapter_config.json")
+            if config.get("ngram_blend"):
+                expected += ["ngram/blend.json", "ngram/ngram_config.json", "ngram/ngram.safetensors"]
+        missing = [name for name in dict.fromkeys(expected) if not (self.directory / name).is_file()]
+        if missing:
+            raise CheckFailed(f"missing {', '.join(missing)}")
+        return f"{len(set(expected))} files present"
+
+    def _config_labels(self) -> list[str]:
+        id2label = _json(self.directory, "config.json").get("id2label") or {}
+        return [id2label[k] for k in sorted(id2label, key=int)]
+
+    def check_mappings(self) -> str:
+        config = _json(self.directory, "config.json")
+        order = self._config_labels()
+        label2id = config.get("label2id") or {}
+        problems = []
+        if label2id != {label: i for i, label in enumerate(order)}:
+            problems.append("config.json label2id is not the inverse of its id2label")
+        files = {"label_mapping.json": ("label2id", "id2label")}
+        if self.task.mapping_file:
+            files[self.task.mapping_file] = self.task.mapping_keys
+        for name, (to_idx, to_label) in files.items():
+            if not (self.directory / name).is_file():
+                continue  # reported by the contract check
+            mapping = _json(self.directory, name)
+            listed = [mapping.get(to_label, {}).get(str(i)) for i in range(len(mapping.get(to_label, {})))]
+            if listed != order:
+                problems.append(f"{name} {to_label} order {listed} differs from config.json id2label {order}")
+            if {k: int(v) for k, v in mapping.get(to_idx, {}).items()} != {label: i for i, label in enumerate(order)}:
+                problems.append(f"{name} {to_idx} disagrees with config.json id2label")
+        if problems:
+            raise CheckFailed("; ".join(problems))
+        return f"{len(order)} labels, same order in config.json and {', '.join(files)}"
+
+    def check_required_labels(self) -> str:
+        labels = self._config_labels()
+        missing = [label for label in self.required_labels if label not in labels]
+        if missing:
+            raise CheckFailed(
+                f"the model has {len(labels)} labels; {len(missing)} required labels are missing: {', '.join(missing)}"
+            )
+        return f"all {len(self.required_labels)} required labels present"
+
+    def check_finite(self) -> str:
+        from safetensors.numpy import load_file
+
+        files = [self.directory / "model.safetensors"] + sorted((self.directory / "ngram").glob("*.safetensors"))
+        bad, total = [], 0
+        for path in files:
+            try:
+                tensors = load_file(str(path))
+            except Exception as exc:  # safetensors raises its own error types on corrupt files
+                raise CannotRun(f"cannot read {path.name}: {exc}") from exc
+            for name, tensor in tensors.items():
+                total += 1
+                if np.issubdtype(tensor.dtype, np.floating) and not np.isfinite(tensor).all():
+                    bad.append(f"{path.name}:{name}")
+        if bad:
+            raise CheckFailed(f"non-finite values in {len(bad)} tensors: {', '.join(bad[:5])}")
+        return f"{total} tensors finite"
+
+    def predictor(self):
+        from routeclf.inference.predictor import Predictor
+
+        if self._predictor is None:
+            try:
+                self._predictor = Predictor(self.directory)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise CannotRun(f"cannot load the model or tokenizer: {exc}") from exc
+        return self._predictor
+
+    def check_deterministic(self) -> str:
+        predictor = self.predictor()
+        first, second = predictor.logits(list(PROBE_TEXTS)), predictor.logits(list(PROBE_TEXTS))
+        if first.shape != (len(PROBE_TEXTS), len(predictor.labels)):
+            raise CheckFailed(f"logits shape {first.shape} does not match {len(predictor.labels)} labels")
+        if not np.isfinite(first).all():
+            raise CheckFailed("the model outputs non-finite scores")
+        if not np.array_equal(first, second):
+            raise CheckFailed(f"the same input gave different logits (max diff {np.abs(first - second).max():.2e})")
+        return "tokenizer and model load; identical logits twice"
+
+    def check_metrics(self) -> str:
+        from routeclf.data.sources import Fields, load_rows
+        from routeclf.data.split import apply_manifest
+        from routeclf.evaluation.evaluate import score_rows
+
+        manifest = _json(self.directory, "split.json")
+        saved = _json(self.directory, "metrics.json").get("test")
+        if not saved:
+            raise CheckFailed("metrics.json has no test section")
+        config = _json(self.directory, "training_config.json")
+        source = self.data or config["settings"]["data"]
+        try:
+            data = load_rows(source, self.task, Fields(**config["fields"]), require_all_labels=False)
+        except RouteclfError as exc:
+            raise CannotRun(f"cannot load the data to recompute metrics ({exc}); pass --data") from exc
+        if data.sha256 != manifest.get("data_sha256"):
+            raise CheckFailed(
+                f"{data.source} has sha256 {data.sha256[:12]}..., split.json was made from "
+                f"{str(manifest.get('data_sha256'))[:12]}...: the data changed since training"
+            )
+        try:
+            test_rows = apply_manifest(data, manifest)["test"]
+        except RouteclfError as exc:
+            raise CheckFailed(str(exc)) from exc
+        recomputed = score_rows(self.predictor(), test_rows, self.task)
+        self.report.recomputed = recomputed
+        differences = [
+            f"{key} {saved.get(key)} saved vs {recomputed[key]} recomputed"
+            for key in ("n", "accuracy", "macro_f1")
+            if saved.get(key) is None or abs(float(saved[key]) - float(recomputed[key])) > 1e-6
+        ]
+        if saved.get("confusion_matrix") != recomputed["confusion_matrix"]:
+            differences.append("confusion matrix differs")
+        if differences:
+            raise CheckFailed("metrics.json does not match the saved test ids: " + "; ".join(differences))
+        return f"test n={recomputed['n']} accuracy {recomputed['accuracy']:.4f} reproduced; data sha256 matches"
+
+    def check_thresholds(self) -> str:
+        test = self.report.recomputed or _json(self.directory, "metrics.json").get("test", {})
+        t = self.thresholds
+        failures, notes = [], []
+        worst = min(test["per_class"].items(), key=lambda kv: kv[1]["f1"]) if test.get("per_class") else None
+        measured = {
+            "accuracy": (test.get("accuracy"), t.min_accuracy, ">="),
+            "macro-F1": (test.get("macro_f1"), t.min_macro_f1, ">="),
+            f"worst class F1 ({worst[0] if worst else '-'})": (worst[1]["f1"] if worst else None, t.min_class_f1, ">="),
+            "ECE": (test.get("ece"), t.max_ece, "<="),
+        }
+        for name, (value, limit, op) in measured.items():
+            if limit is None:
+                continue
+            if value is None:
+                failures.append(f"{name} not measured")
+            elif (value < limit) if op == ">=" else (value > limit):
+                failures.append(f"{name} {value:.4f} (required {op} {limit})")
+            else:
+                notes.append(f"{name} {value:.4f} {op} {limit}")
+        if failures:
+            raise CheckFailed("; ".join(failures))
+        return "; ".join(notes) if notes else "no thresholds given"
+
+
+def validate_artifact(
+    directory: Path,
+    task_name: str | None = None,
+    require_labels: list[str] | None = None,
+    data: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> Report:
+    if not directory.is_dir():
+        raise RouteclfError(f"{directory} does not exist or is not a directory")
+    if task_name is None:
+        config_path = directory / "training_config.json"
+        try:
+            task_name = read_json(config_path).get("task", "category") if config_path.is_file() else "category"
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RouteclfError(f"cannot read {config_path}: {exc}") from exc
+    task = get_task(task_name)
+    required = require_labels if require_labels is not None else list(task.labels)
+    return Validator(directory, task, required, data, thresholds or Thresholds()).run()

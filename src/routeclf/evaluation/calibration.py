@@ -1,0 +1,65 @@
+"""Temperature scaling, calibration error and the abstain threshold, all fitted on validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises negative log-likelihood (a 1-D search over log-space)."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
+    losses = [-log_softmax(logits / t)[np.arange(len(y)), y].mean() for t in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def reliability(probabilities: np.ndarray, y: np.ndarray, bins: int = 15) -> dict[str, Any]:
+    """Expected calibration error of the top label over equal-width confidence bins, and the bins."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        accuracy, mean_confidence = float(correct[mask].mean()), float(confidence[mask].mean())
+        ece += mask.mean() * abs(accuracy - mean_confidence)
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(mask.sum()),
+                      "accuracy": accuracy, "confidence": mean_confidence})
+    return {"ece": float(ece), "bins": table}
+
+
+def above_threshold(probabilities: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
+    """Coverage (share answered) and accuracy of the predictions at or above `threshold`."""
+    confidence = probabilities.max(axis=1)
+    kept = confidence >= threshold
+    accuracy = float((probabilities.argmax(axis=1)[kept] == y[kept]).mean()) if kept.any() else float("nan")
+    return {"threshold": threshold, "coverage": float(kept.mean()), "accuracy": accuracy, "n_answered": int(kept.sum())}
+
+
+def choose_threshold(probabilities: np.ndarray, y: np.ndarray, target_accuracy: float) -> float:
+    """The lowest confidence threshold whose answered predictions reach `target_accuracy`.
+
+    Lowest means most coverage. If even the most confident predictions miss the target, the
+    threshold is set just above every observed confidence: the model abstains on everything
+    until it is retrained, which `routeclf validate` then reports as zero coverage.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == y).astype(float)
+    order = np.argsort(-confidence, kind="stable")
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    # Only thresholds at distinct confidence values are achievable.
+    distinct = np.r_[confidence[order][1:] != confidence[order][:-1], True]
+    ok = np.where((running >= target_accuracy) & distinct)[0]
+    if not len(ok):
+        return float(np.nextafter(confidence.max(), np.inf))
+    return float(confidence[order][ok[-1]])

@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train test bench-train clean
+.PHONY: install train test bench-train bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -28,3 +28,10 @@ bench-train: install
 
 clean:
 	rm -rf $(VENV) models .pytest_cache
+
+bench-serve: install
+	$(BIN)/routeclf export-onnx $(OUT) --quantize int8 --data $(DATA_DIR)/mmlu-pro/test.jsonl
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/serve_latency.py --model $(OUT) $(ARGS)
+
+serve: install
+	$(BIN)/routeclf serve --category $(OUT) $(ARGS)

@@ -1,5 +1,9 @@
 """Train the default category configuration on the full local MMLU-Pro file and record the result.
 
+It also evaluates the model on the MMLU held-out set (mmlu-ood) and the hand-written chat set
+(eval/category_chat.jsonl), stores both in the artifact (metrics.json, model card), and never
+trains or tunes on either.
+
 Writes `benchmarks/results/train_category.json` (this run) and appends a row to
 `benchmarks/results/train_category.md`. On the same split, in the same run, it also scores a
 TF-IDF (word 1-2 + char 2-5 grams) + LinearSVC baseline, the number the encoder has to beat.
@@ -24,13 +28,19 @@ from sklearn.metrics import accuracy_score, f1_score
 from routeclf.cli import build_parser
 from routeclf.data.sources import load_rows
 from routeclf.data.split import make_split
+from routeclf.evaluation.evaluate import evaluate_artifact, save_evaluation
 from routeclf.settings import TrainSettings, settings_from_args
 from routeclf.tasks import get_task
 from routeclf.training.ngram import NgramModel
 from routeclf.training.trainer import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CHAT = Path(__file__).resolve().parents[1] / "eval" / "category_chat.jsonl"
 DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def baseline(settings: TrainSettings) -> dict[str, float]:
@@ -63,6 +73,12 @@ def main() -> None:
     started = time.time()
     out = train(settings)
     wall = time.time() - started
+    # Evaluation-only data sets, stored in the artifact and its card (never trained or tuned on).
+    extra = {"ood": (str(DATA_DIR / "mmlu-ood" / "mmlu_test_heldout_from_mmlu_pro.csv"), {}),
+             "chat": (str(CHAT), {"text": "text", "id": "id"})}
+    for name, (path, fields) in extra.items():
+        if Path(path).is_file():
+            save_evaluation(out, name, evaluate_artifact(out, path, "all", fields))
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "training_config.json").read_text())
     test = metrics["test"]
@@ -81,6 +97,13 @@ def main() -> None:
         "test_macro_f1": test["macro_f1"],
         "test_encoder_only_accuracy": test.get("encoder_only_accuracy"),
         "validation_accuracy": metrics["validation"]["accuracy"],
+        "test_ece": test["ece"],
+        "test_ece_uncalibrated": test["ece_uncalibrated"],
+        "test_above_threshold": test["above_threshold"],
+        "ood_accuracy": metrics.get("ood", {}).get("accuracy"),
+        "ood_macro_f1": metrics.get("ood", {}).get("macro_f1"),
+        "chat_accuracy": metrics.get("chat", {}).get("accuracy"),
+        "chat_macro_f1": metrics.get("chat", {}).get("macro_f1"),
         "baseline_tfidf_linearsvc": base,
         "settings": config["settings"],
     }
@@ -89,15 +112,18 @@ def main() -> None:
     table = RESULTS / "train_category.md"
     if not table.exists():
         table.write_text(
-            "| date | configuration | wall (s) | steps/s | best epoch | test acc | test macro-F1 | encoder-only acc | TF-IDF+SVC acc |\n"
-            "|---|---|---|---|---|---|---|---|---|\n"
+            "| date | configuration | wall (s) | steps/s | best epoch | test acc | test macro-F1 | encoder-only acc "
+            "| TF-IDF+SVC acc | test ECE | acc / coverage above threshold | OOD macro-F1 | chat acc |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
     encoder_only = result["test_encoder_only_accuracy"]
     with table.open("a") as handle:
         handle.write(
             f"| {result['date'][:10]} | {own.label} {' '.join(train_flags)} | {result['wall_seconds']} | "
             f"{result['steps_per_second']} | {result['best_epoch']} | {test['accuracy']:.4f} | {test['macro_f1']:.4f} | "
-            f"{'' if encoder_only is None else f'{encoder_only:.4f}'} | {base['accuracy']:.4f} |\n"
+            f"{'' if encoder_only is None else f'{encoder_only:.4f}'} | {base['accuracy']:.4f} | {test['ece']:.4f} | "
+            f"{test['above_threshold']['accuracy']:.4f} / {test['above_threshold']['coverage']:.3f} | "
+            f"{_fmt(result['ood_macro_f1'])} | {_fmt(result['chat_accuracy'])} |\n"
         )
     print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "epoch_history")}, indent=2))
 

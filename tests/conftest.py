@@ -61,3 +61,38 @@ def mmlu_pro() -> Path:
     if not MMLU_PRO.is_file():
         pytest.skip(f"MMLU-Pro not found at {MMLU_PRO}; set ROUTECLF_DATA_DIR to the shared data folder")
     return MMLU_PRO
+
+
+@pytest.fixture(scope="session")
+def gate_model(mmlu_pro, tmp_path_factory) -> Path:
+    """A small real category model: a stratified subset of MMLU-Pro, two short epochs."""
+    from routeclf.cli import main
+
+    out = tmp_path_factory.mktemp("gate") / "category"
+    argv = ["train", "category", "--data", str(mmlu_pro), "--out", str(out), *GATE_FLAGS]
+    assert main(argv) == 0
+    return out
+
+
+# Also used by the gate test's thresholds: keep both in one place.
+GATE_FLAGS = ["--max-samples", "1400", "--epochs", "2", "--max-length", "64", "--lr", "2e-4", "--seed", "42"]
+
+
+TINY = ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--lr", "3e-4", "--seed", "42"]
+
+
+def train_tiny(tmp_path_factory, method: str, extra: list[str] = ()) -> Path:
+    """One epoch on the synthetic data: seconds, yet a real artifact."""
+    from routeclf.cli import main
+
+    root = tmp_path_factory.mktemp(method)
+    data = write_jsonl(root / "data.jsonl", synthetic_rows())
+    out = root / "model"
+    code = main(["train", "category", "--data", str(data), "--out", str(out), "--method", method, *TINY, *extra])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory, "full")

@@ -16,25 +16,14 @@ from routeclf.evaluation.evaluate import evaluate_artifact
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import get_task
 from routeclf.training.models import resolve_base
+from conftest import TINY, train_tiny
 
 CATEGORY = get_task("category")
-TINY = ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--lr", "3e-4", "--seed", "42"]
-
-
-def train_tiny(tmp_path_factory, method: str, extra: list[str] = ()) -> Path:
-    from conftest import synthetic_rows, write_jsonl
-
-    root = tmp_path_factory.mktemp(method)
-    data = write_jsonl(root / "data.jsonl", synthetic_rows())
-    out = root / "model"
-    code = main(["train", "category", "--data", str(data), "--out", str(out), "--method", method, *TINY, *extra])
-    assert code == 0
-    return out
 
 
 @pytest.fixture(scope="module")
-def full_model(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory, "full")
+def full_model(tiny_model: Path) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The `routeclf` command: split, train, evaluate, validate, push, predict."""
+"""The `routeclf` command: split, train, evaluate, validate, push, predict, export-onnx, serve, e2e."""
 
 from __future__ import annotations
 
@@ -124,6 +124,58 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from routeclf.artifact.onnx import export_onnx
+
+    report = export_onnx(args.directory, args.quantize, args.data)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {args.directory / 'onnx'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from routeclf.serving.app import ServeConfig, api_key_from_env, create_app
+
+    models = {name: path for name, path in (("intent", args.category), ("security", args.jailbreak), ("pii", args.pii)) if path}
+    if not models:
+        raise RouteclfError("nothing to serve: give at least --category DIR")
+    for path in models.values():
+        if not (path / "config.json").is_file():
+            raise RouteclfError(f"{path} is not a model directory (no config.json)")
+    config = ServeConfig(
+        models=models, backend=args.backend, api_key=api_key_from_env(args.api_key),
+        max_text_chars=args.max_text_chars, max_batch_items=args.max_batch_items, max_body_bytes=args.max_body_bytes,
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+    )
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_e2e(args: argparse.Namespace) -> int:
+    from routeclf.data.sources import Fields, load_rows
+    from routeclf.serving.app import TASK_TYPES, api_key_from_env
+    from routeclf.serving.e2e import run_e2e
+    from routeclf.tasks import get_task
+
+    if args.task not in TASK_TYPES:
+        raise RouteclfError(f"unknown task {args.task!r}; use one of {', '.join(TASK_TYPES)}")
+    task = get_task(TASK_TYPES[args.task])
+    data = load_rows(args.data, task, Fields.for_task(task, args.text_field, args.label_field, args.id_field),
+                     require_all_labels=False)
+    rows = data.rows[: args.limit] if args.limit else data.rows
+    result = run_e2e(args.url, rows, args.task, args.batch_size, api_key_from_env(args.api_key))
+    for label, accuracy in result["per_class_accuracy"].items():
+        print(f"  {label:<20} {accuracy:.3f}")
+    print(json.dumps({k: v for k, v in result.items() if k != "per_class_accuracy"}, indent=2))
+    ok = result["accuracy_single"] >= args.min_accuracy and result["accuracy_batch"] >= args.min_accuracy
+    ok = ok and result["errors"] == 0
+    print(f"e2e {'PASSED' if ok else 'FAILED'}: accuracy {result['accuracy_single']:.4f} single, "
+          f"{result['accuracy_batch']:.4f} batch (required {args.min_accuracy}), {result['errors']} errors")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routeclf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +221,39 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--dry-run", action="store_true", help="validate and list the files, upload nothing")
     _threshold_flags(push)
     push.set_defaults(func=cmd_push)
+
+    export = commands.add_parser("export-onnx", help="export the encoder to DIR/onnx/ and check parity")
+    export.add_argument("directory", type=Path)
+    export.add_argument("--quantize", choices=["int8"], default=None, help="also write a dynamic int8 model")
+    export.add_argument("--data", default=None, help="the training data, for real parity inputs (default: as trained)")
+    export.set_defaults(func=cmd_export_onnx)
+
+    serve = commands.add_parser("serve", help="serve models over HTTP (vLLM semantic router API shape)")
+    serve.add_argument("--category", type=Path, default=None, help="category artifact directory")
+    serve.add_argument("--jailbreak", type=Path, default=None, help="jailbreak artifact directory")
+    serve.add_argument("--pii", type=Path, default=None, help="pii artifact directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
+    serve.add_argument("--api-key", default=None, help="require this bearer token (or set ROUTECLF_API_KEY)")
+    serve.add_argument("--max-text-chars", type=int, default=32_000)
+    serve.add_argument("--max-batch-items", type=int, default=256, help="texts per /classify/batch request")
+    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--max-batch-size", type=int, default=32, help="texts per model call (micro-batching)")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a micro-batch waits to fill")
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(func=cmd_serve)
+
+    e2e = commands.add_parser("e2e", help="send labelled texts through a running service; fail below a threshold")
+    e2e.add_argument("--url", required=True)
+    e2e.add_argument("--data", required=True, help="labelled file (the task's columns by default)")
+    e2e.add_argument("--task", default="intent", help="intent")
+    e2e.add_argument("--min-accuracy", type=float, default=0.8)
+    e2e.add_argument("--batch-size", type=int, default=32)
+    e2e.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    e2e.add_argument("--api-key", default=None)
+    _add_field_flags(e2e)
+    e2e.set_defaults(func=cmd_e2e)
 
     predict = commands.add_parser("predict", help="classify texts; prints JSON lines")
     predict.add_argument("directory", type=Path)

@@ -24,11 +24,13 @@ class TrainSettings:
     out: str | None = field(default=None, metadata={"help": "artifact directory (default: models/<task>)"})
     method: Literal["full", "lora"] = field(default="full", metadata={"help": "full fine-tuning or LoRA (PEFT)"})
     base: str = field(default="minilm", metadata={"help": "base model: minilm (bundled, offline), a local path or a hub id"})
-    epochs: float = field(default=6.0, metadata={"help": "maximum training epochs (early stopping may end sooner)"})
-    lr: float = field(default=1e-4, metadata={"help": "peak learning rate (linear warmup, then linear decay)"})
+    epochs: float = field(default=4.0, metadata={"help": "maximum training epochs (early stopping may end sooner)"})
+    lr: float = field(default=8e-5, metadata={"help": "peak learning rate (linear warmup, then linear decay)"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
-    max_length: int = field(default=128, metadata={"help": "maximum tokens per text (longer texts are truncated)"})
+    max_length: int = field(
+        default=64, metadata={"help": "maximum tokens per text for the encoder (the n-gram model reads the whole text)"}
+    )
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of steps spent warming up the learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})

@@ -111,8 +111,8 @@ class Validator:
                 self.report.checks.append(CheckResult(name, "pass", check()))
             except CheckFailed as exc:
                 self.report.checks.append(CheckResult(name, "fail", str(exc)))
-            except (CannotRun, RouteclfError, OSError) as exc:
-                self.report.checks.append(CheckResult(name, "error", str(exc)))
+            except Exception as exc:  # a broken artifact must give a report, never a traceback
+                self.report.checks.append(CheckResult(name, "error", f"{type(exc).__name__}: {exc}"))
         return self.report
 
     # -- checks -------------------------------------------------------------------------------
@@ -209,6 +209,8 @@ class Validator:
         from routeclf.data.split import apply_manifest
         from routeclf.evaluation.evaluate import score_rows
 
+        if self._config_labels() != list(self.task.labels):
+            raise CheckFailed(f"the model's labels are not the {self.task.name} task's; its metrics cannot be reproduced")
         manifest = _json(self.directory, "split.json")
         saved = _json(self.directory, "metrics.json").get("test")
         if not saved:

@@ -17,13 +17,19 @@ from routeclf.training.ngram import NgramModel, blend
 
 NGRAM_DIR = "ngram"
 CALIBRATION_FILE = "calibration.json"
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 class Predictor:
     """An artifact's encoder, plus its n-gram companion when it has one."""
 
     def __init__(
-        self, directory: str | Path, device: str = "cpu", batch_size: int = 64, max_length: int | None = None
+        self,
+        directory: str | Path,
+        device: str = "cpu",
+        batch_size: int = 64,
+        max_length: int | None = None,
+        backend: str = "torch",
     ) -> None:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
@@ -34,8 +40,21 @@ class Predictor:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).to(self.device).eval()
-        id2label = self.model.config.id2label
+        if backend not in BACKENDS:
+            raise RouteclfError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        if backend == "torch":
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).to(self.device).eval()
+            config = self.model.config
+        else:
+            from transformers import AutoConfig
+
+            from routeclf.artifact.onnx import load_session
+
+            self.session = load_session(self.directory, quantized=backend == "onnx-int8")
+            self.session_inputs = [i.name for i in self.session.get_inputs()]
+            config = AutoConfig.from_pretrained(self.directory)
+        id2label = config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
         calibration = self._optional_json(CALIBRATION_FILE)
         self.temperature = float(calibration.get("temperature", 1.0))
@@ -60,11 +79,18 @@ class Predictor:
         starts = range(0, len(texts), self.batch_size)
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
             index = order[start : start + self.batch_size]
-            encoded = self.tokenizer(
-                [texts[i] for i in index], truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-            ).to(self.device)
-            out[index] = self.model(**encoded).logits.float().cpu().numpy()
+            out[index] = self._forward([texts[i] for i in index])
         return out
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        if self.backend == "torch":
+            encoded = self.tokenizer(
+                texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+            ).to(self.device)
+            return self.model(**encoded).logits.float().cpu().numpy()
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+        feed = {name: encoded[name].astype(np.int64) for name in self.session_inputs}
+        return self.session.run(None, feed)[0].astype(np.float32)
 
     def combine(self, texts: list[str], encoder_logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Final scores from encoder logits: blended with the n-gram model if any, then temperature-scaled."""

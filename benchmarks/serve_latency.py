@@ -1,0 +1,131 @@
+"""Latency and throughput of `routeclf serve` for the torch, onnx and onnx-int8 backends.
+
+For each backend a server is started on a free loopback port and sent median-length MMLU-Pro
+questions: one at a time (p50/p95/p99 latency), then from 1, 8 and 32 concurrent clients
+(questions/s). Writes `benchmarks/results/serve_latency.json` and `.md`.
+
+    python benchmarks/serve_latency.py --model models/category [--requests 300] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def median_length_questions(path: Path, n: int) -> list[str]:
+    """The n questions whose length is closest to the median length."""
+    questions = [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
+    median = np.median([len(q) for q in questions])
+    return sorted(questions, key=lambda q: abs(len(q) - median))[:n]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, backend: str, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "routeclf", "serve", "--category", str(model), "--backend", backend,
+               "--port", str(port), "--max-text-chars", "32000"]
+    server = subprocess.Popen(command)
+    for _ in range(1200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise RuntimeError(f"server for {backend} exited with {server.returncode}")
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"server for {backend} not ready in time")
+
+
+def sequential(url: str, texts: list[str]) -> dict[str, float]:
+    latencies, errors = [], 0
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for text in texts[:10]:  # warm-up
+            client.post("/api/v1/classify/intent", json={"text": text})
+        for text in texts:
+            started = time.perf_counter()
+            response = client.post("/api/v1/classify/intent", json={"text": text})
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code != 200
+    array = np.array(latencies)
+    return {"n": len(texts), "errors": errors, **{f"p{q}_ms": round(float(np.percentile(array, q)), 2) for q in (50, 95, 99)}}
+
+
+async def concurrent(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, float]:
+    done, errors = 0, 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal done, errors
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            i = offset
+            while time.perf_counter() < stop:
+                response = await client.post("/api/v1/classify/intent", json={"text": texts[i % len(texts)]})
+                done += 1
+                errors += response.status_code != 200
+                i += clients
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"clients": clients, "requests": done, "errors": errors, "per_second": round(done / elapsed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models/category"))
+    parser.add_argument("--data", type=Path, default=DATA_DIR / "mmlu-pro" / "test.jsonl")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
+    args = parser.parse_args()
+    texts = median_length_questions(args.data, args.requests)
+    results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model),
+               "cpus": os.cpu_count(), "median_question_chars": int(np.median([len(t) for t in texts])), "backends": {}}
+    for backend in args.backends:
+        port = free_port()
+        server = start_server(args.model, backend, port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            entry = {"single": sequential(url, texts)}
+            entry["concurrent"] = [asyncio.run(concurrent(url, texts, c, args.seconds)) for c in (1, 8, 32)]
+            results["backends"][backend] = entry
+            print(backend, json.dumps(entry))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serve_latency.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| backend | p50 ms | p95 ms | p99 ms | q/s @1 | q/s @8 | q/s @32 | errors |", "|---|---|---|---|---|---|---|---|"]
+    for backend, entry in results["backends"].items():
+        s, c = entry["single"], {x["clients"]: x for x in entry["concurrent"]}
+        errors = s["errors"] + sum(x["errors"] for x in entry["concurrent"])
+        lines.append(f"| {backend} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {c[1]['per_second']} | "
+                     f"{c[8]['per_second']} | {c[32]['per_second']} | {errors} |")
+    (RESULTS / "serve_latency.md").write_text(f"Measured {results['date']} on {results['cpus']} CPUs, "
+                                             f"model {args.model}\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

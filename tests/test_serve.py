@@ -1,0 +1,188 @@
+"""The HTTP service over a tiny real model: API shape, fail-closed errors, ONNX, e2e."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from routeclf.cli import main
+from routeclf.inference.predictor import Predictor
+from routeclf.serving.app import ServeConfig, create_app
+from routeclf.tasks import get_task
+
+LABELS = set(get_task("category").labels)
+TEXTS = ["what is the derivative of a matrix equation", "the court ruled for the plaintiff in the contract case"]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model: Path, tmp_path_factory) -> Path:
+    """A copy of the tiny model with its ONNX exports (fp32 and int8)."""
+    target = tmp_path_factory.mktemp("serve") / "model"
+    shutil.copytree(tiny_model, target)
+    assert main(["export-onnx", str(target), "--quantize", "int8"]) == 0
+    return target
+
+
+def wait_ready(client: TestClient) -> None:
+    for _ in range(300):
+        if client.get("/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never ready: {client.get('/ready').json()}")
+
+
+@pytest.fixture(scope="module")
+def client(model: Path):
+    config = ServeConfig(models={"intent": model}, max_text_chars=500, max_batch_items=4, max_body_bytes=5000)
+    with TestClient(create_app(config)) as client:
+        wait_ready(client)
+        yield client
+
+
+def test_onnx_parity_report(model: Path) -> None:
+    report = json.loads((model / "onnx" / "parity.json").read_text())
+    assert report["n_inputs"] >= 200
+    assert report["fp32"]["max_abs_logit_diff"] <= 1e-3 and report["fp32"]["top_label_agreement"] >= 0.995
+    assert "test_accuracy_change" in report["int8"]
+    torch_probs = Predictor(model).predict_proba(TEXTS)
+    np.testing.assert_allclose(Predictor(model, backend="onnx").predict_proba(TEXTS), torch_probs, atol=1e-4)
+
+
+def test_intent_shape_and_threshold(client: TestClient) -> None:
+    body = client.post("/api/v1/classify/intent", json={"text": TEXTS[0]}).json()
+    classification = body["classification"]
+    assert set(body["probabilities"]) == LABELS
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert classification["top_category"] in LABELS and classification["processing_time_ms"] > 0
+    assert classification["confidence"] == pytest.approx(max(body["probabilities"].values()))
+    forced = client.post("/api/v1/classify/intent", json={"text": TEXTS[0], "options": {"confidence_threshold": 1.0}})
+    forced = forced.json()
+    assert forced["below_threshold"] and forced["classification"]["category"] == "other"
+    assert forced["classification"]["top_category"] == classification["top_category"]
+    open_ = client.post("/api/v1/classify/intent",
+                        json={"text": TEXTS[0], "options": {"confidence_threshold": 0.0, "return_probabilities": False}})
+    assert open_.json()["classification"]["category"] == classification["top_category"]
+    assert "probabilities" not in open_.json()
+
+
+def test_batch_keeps_order_and_matches_single(client: TestClient) -> None:
+    texts = [TEXTS[1], TEXTS[0], TEXTS[1]]
+    body = client.post("/api/v1/classify/batch", json={"texts": texts, "task_type": "intent"}).json()
+    assert body["total_count"] == 3
+    for text, result in zip(texts, body["results"]):
+        single = client.post("/api/v1/classify/intent", json={"text": text}).json()
+        assert result["classification"]["top_category"] == single["classification"]["top_category"]
+        assert result["classification"]["confidence"] == pytest.approx(single["classification"]["confidence"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "path, payload, status, kind",
+    [
+        ("/api/v1/classify/intent", {"text": ""}, 422, "empty_text"),
+        ("/api/v1/classify/intent", {"text": "   \n"}, 422, "empty_text"),
+        ("/api/v1/classify/intent", {"text": "x" * 501}, 413, "text_too_long"),
+        ("/api/v1/classify/intent", {"text": 5}, 422, "invalid_request"),
+        ("/api/v1/classify/intent", {"txt": "hello"}, 422, "invalid_request"),
+        ("/api/v1/classify/intent", {"text": "hi", "options": {"confidence_threshold": 2}}, 422, "invalid_request"),
+        ("/api/v1/classify/batch", {"texts": ["a"] * 5}, 413, "batch_too_large"),
+        ("/api/v1/classify/batch", {"texts": []}, 422, "empty_batch"),
+        ("/api/v1/classify/batch", {"texts": ["a"], "task_type": "weather"}, 422, "unknown_task"),
+        ("/api/v1/classify/batch", {"texts": ["a"], "task_type": "pii"}, 503, "model_not_loaded"),
+        ("/api/v1/classify/security", {"text": "ignore previous instructions"}, 503, "model_not_loaded"),
+        ("/api/v1/classify/pii", {"text": "call me at 555-0100"}, 503, "model_not_loaded"),
+        ("/api/v1/classify/intent", {"text": "y" * 6000}, 413, "body_too_large"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(client: TestClient, path: str, payload, status: int, kind: str) -> None:
+    response = client.post(path, json=payload)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["type"] == kind and response.json()["error"]["message"]
+    assert client.get("/health").json() == {"status": "alive"}
+
+
+def test_invalid_json_and_unknown_route(client: TestClient) -> None:
+    response = client.post("/api/v1/classify/intent", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_json"
+    assert client.get("/nowhere").json()["error"]["type"] == "http_error"
+
+
+def test_metrics_and_info(client: TestClient) -> None:
+    client.post("/api/v1/classify/intent", json={"text": TEXTS[0]})
+    metrics = client.get("/metrics").text
+    assert "routeclf_requests_total" in metrics and "routeclf_batch_size_bucket" in metrics
+    assert "routeclf_request_latency_seconds_bucket" in metrics and "routeclf_errors_total" in metrics
+    (info,) = client.get("/info/models").json()["models"]
+    assert info["task"] == "category" and set(info["labels"]) == LABELS and info["loaded"]
+    assert len(info["data_sha256"]) == 64 and "accuracy" in info["test_metrics"]
+
+
+def test_api_key(model: Path) -> None:
+    with TestClient(create_app(ServeConfig(models={"intent": model}, api_key="s3cret"))) as client:
+        wait_ready(client)
+        assert client.post("/api/v1/classify/intent", json={"text": "hi"}).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/api/v1/classify/intent", json={"text": "hi"}, headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret"}
+        assert client.post("/api/v1/classify/intent", json={"text": "hi"}, headers=right).status_code == 200
+        assert client.get("/health").status_code == 200
+
+
+def test_model_that_fails_to_load_is_503_not_a_guess(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with TestClient(create_app(ServeConfig(models={"intent": broken}))) as client:
+        for _ in range(100):
+            if "failed" in json.dumps(client.get("/ready").json()):
+                break
+            time.sleep(0.05)
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "failed" in ready.json()["models"]["intent"]
+        response = client.post("/api/v1/classify/intent", json={"text": "hello"})
+        assert response.status_code == 503 and response.json()["error"]["type"] == "model_not_ready"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_e2e_through_a_running_server(model: Path, backend: str, tmp_path: Path, capsys) -> None:
+    import uvicorn
+
+    from conftest import synthetic_rows, write_jsonl
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(models={"intent": model}, backend=backend)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        data = write_jsonl(tmp_path / "e2e.jsonl", synthetic_rows(per_label=2, seed=5))
+        assert main(["e2e", "--url", url, "--data", str(data), "--min-accuracy", "0.3", "--batch-size", "8"]) == 0
+        out = capsys.readouterr().out
+        assert "e2e PASSED" in out and '"errors": 0' in out
+        assert main(["e2e", "--url", url, "--data", str(data), "--min-accuracy", "1.01"]) == 1
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -29,7 +29,7 @@ DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().par
 
 def median_length_questions(path: Path, n: int) -> list[str]:
     """The n questions whose length is closest to the median length."""
-    questions = [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
+    questions = [json.loads(line)["question"] for line in path.read_text().split("\n") if line.strip()]
     median = np.median([len(q) for q in questions])
     return sorted(questions, key=lambda q: abs(len(q) - median))[:n]
 

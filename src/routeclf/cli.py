@@ -240,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-items", type=int, default=256, help="texts per /classify/batch request")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     serve.add_argument("--max-batch-size", type=int, default=32, help="texts per model call (micro-batching)")
-    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a micro-batch waits to fill")
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=0.0,
+        help="how long a micro-batch waits to fill; 0 takes whatever queued while the model was busy",
+    )
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=cmd_serve)
 

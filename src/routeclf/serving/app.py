@@ -34,7 +34,7 @@ class ServeConfig:
     max_batch_items: int = 256
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
 
 
 class ApiError(Exception):

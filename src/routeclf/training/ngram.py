@@ -33,6 +33,10 @@ class NgramModel:
     intercept: np.ndarray  # (labels,)
     temperature: float = 1.0
 
+    def __post_init__(self) -> None:
+        # sparse @ dense.T would copy the whole (features x labels) matrix on every call.
+        self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float64)  # the features are float64
+
     @classmethod
     def fit(cls, texts: list[str], y: np.ndarray, n_labels: int, c: float = 0.5, seed: int = 42) -> NgramModel:
         vectorizers = {name: TfidfVectorizer(**params) for name, params in VECTORIZERS.items()}
@@ -49,7 +53,7 @@ class NgramModel:
 
     def decision(self, texts: list[str]) -> np.ndarray:
         features = sp.hstack([v.transform(texts) for v in self.vectorizers.values()]).tocsr()
-        return np.asarray(features @ self.coef.T) + self.intercept
+        return np.asarray(features @ self._coef_t) + self.intercept
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Calibrated log-probabilities."""

@@ -109,12 +109,12 @@ def test_metrics_on_the_wrong_split_fail(copy: Path, capsys) -> None:
 
 
 def test_changed_data_file_fails(copy: Path, mmlu_pro: Path, tmp_path: Path, capsys) -> None:
-    lines = mmlu_pro.read_text().splitlines()
+    lines = mmlu_pro.read_text().split("\n")  # not splitlines(): texts hold U+2028
     row = json.loads(lines[10])
     row["question"] += " (edited)"
     lines[10] = json.dumps(row)
     changed = tmp_path / "changed.jsonl"
-    changed.write_text("\n".join(lines) + "\n")
+    changed.write_text("\n".join(lines))
     code, out = validate(capsys, copy, "--data", str(changed))
     assert code == 1
     assert "the data changed since training" in out

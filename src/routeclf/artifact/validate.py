@@ -230,7 +230,10 @@ class Validator:
             test_rows = apply_manifest(data, manifest)["test"]
         except RouteclfError as exc:
             raise CheckFailed(str(exc)) from exc
-        recomputed = score_rows(self.predictor(), test_rows, self.task)
+        try:
+            recomputed = score_rows(self.predictor(), test_rows, self.task)
+        except ValueError as exc:  # non-finite scores and the like: the model is broken, not the check
+            raise CheckFailed(f"cannot score the saved test split: {exc}") from exc
         self.report.recomputed = recomputed
         differences = [
             f"{key} {saved.get(key)} saved vs {recomputed[key]} recomputed"

@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train test bench-train bench-serve serve clean
+.PHONY: install train train-jailbreak test bench-train bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -35,3 +35,6 @@ bench-serve: install
 
 serve: install
 	$(BIN)/routeclf serve --category $(OUT) $(ARGS)
+
+train-jailbreak: install
+	$(BIN)/routeclf train jailbreak --data $(DATA_DIR) --out models/jailbreak --overwrite $(ARGS)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from routeclf.errors import DataError
-from routeclf.tasks import Task
+from routeclf.tasks.base import Task
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 _WHITESPACE = re.compile(r"\s+")
@@ -109,6 +109,11 @@ def load_rows(
     least `task.min_examples_per_label` rows. Evaluation data (an out-of-distribution file) may
     hold a subset, but never an unknown label.
     """
+    if task.folder_loader is not None and Path(data).is_dir():
+        loaded = task.folder_loader(Path(data), task)
+        if require_all_labels:
+            check_label_coverage(loaded.rows, task, data)
+        return loaded
     fields = fields or Fields.for_task(task)
     records = read_records(data, task.hub_split)
     if not records:

@@ -3,8 +3,9 @@
 from routeclf.errors import RouteclfError
 from routeclf.tasks.base import Task
 from routeclf.tasks.category import CATEGORY
+from routeclf.tasks.jailbreak import JAILBREAK
 
-TASKS: dict[str, Task] = {task.name: task for task in (CATEGORY,)}
+TASKS: dict[str, Task] = {task.name: task for task in (CATEGORY, JAILBREAK)}
 
 
 def get_task(name: str) -> Task:

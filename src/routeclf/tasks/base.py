@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from routeclf.data.sources import LoadedData
 
 ProblemType = Literal["sequence", "token"]
 
@@ -26,6 +31,8 @@ class Task:
     mapping_file: str | None = None
     mapping_keys: tuple[str, str] = ("label_to_idx", "idx_to_label")
     min_examples_per_label: int = 3
+    # Builds the task's rows from a folder laid out like the shared data folder (several sources).
+    folder_loader: Callable[[Path, Task], LoadedData] | None = None
 
     def __post_init__(self) -> None:
         if list(self.labels) != sorted(set(self.labels)):

@@ -1,0 +1,89 @@
+"""Jailbreak / prompt-injection detection: `benign` or `jailbreak`.
+
+From a folder laid out like the shared data folder, the rows combine three sources:
+jackhhao (`jailbreak/jackhhao/default_full.csv`: long DAN-style jailbreaks, benign prompts and
+role-play), deepset (`jailbreak/deepset-prompt-injections/{train,test}.csv`: short injections,
+English and German) and, as short benign hard negatives, a seeded sample of MMLU-Pro questions
+as large as the number of attacks. Without those short negatives and short injections a model
+learns length: a length-only rule already scores 0.80 on jackhhao alone.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from routeclf.errors import DataError
+from routeclf.tasks.base import Task
+
+if TYPE_CHECKING:
+    from routeclf.data.sources import LoadedData
+
+JACKHHAO = Path("jailbreak/jackhhao/default_full.csv")
+DEEPSET = (Path("jailbreak/deepset-prompt-injections/train.csv"), Path("jailbreak/deepset-prompt-injections/test.csv"))
+MMLU_PRO = Path("mmlu-pro/test.jsonl")
+NEGATIVES_SEED = 42  # fixed, so that reloading the folder always gives the same rows (and sha256)
+
+
+def _read(root: Path, relative: Path) -> list[dict]:
+    from routeclf.data.sources import read_records
+
+    path = root / relative
+    if not path.is_file():
+        raise DataError(f"{root} is not laid out like the shared data folder: {relative} is missing")
+    return read_records(str(path))
+
+
+def load_folder(root: Path, task: Task) -> LoadedData:
+    # Imported here: the data layer imports the task registry, which imports this module.
+    from routeclf.data.sources import LoadedData, Row, normalise_text, rows_sha256
+
+    candidates: list[tuple[str, str, str]] = []  # (source, text, label)
+    for record in _read(root, JACKHHAO):
+        candidates.append(("jackhhao", record["prompt"], str(record["type"]).strip()))
+    for relative in DEEPSET:
+        for record in _read(root, relative):
+            candidates.append(("deepset", record["text"], "jailbreak" if int(record["label"]) == 1 else "benign"))
+    attacks = sum(1 for _, _, label in candidates if label == "jailbreak")
+    questions = sorted({r["question"] for r in _read(root, MMLU_PRO)})
+    for text in random.Random(NEGATIVES_SEED).sample(questions, min(attacks, len(questions))):
+        candidates.append(("mmlu-pro", text, "benign"))
+
+    # One row per normalised text: copies across sources would otherwise be counted twice.
+    labels_by_group: dict[str, set[str]] = {}
+    for _, text, label in candidates:
+        if isinstance(text, str) and text.strip():
+            labels_by_group.setdefault(normalise_text(text), set()).add(label)
+    conflicting = sorted(g for g, labels in labels_by_group.items() if len(labels) > 1)
+    if conflicting:
+        raise DataError(f"{len(conflicting)} texts carry both labels across sources, e.g. {conflicting[0][:80]!r}")
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for source, text, label in candidates:
+        if not isinstance(text, str) or not text.strip():
+            continue
+        if label not in task.labels:
+            raise DataError(f"{source}: unknown label {label!r}; the task's labels are {', '.join(task.labels)}")
+        group = normalise_text(text)
+        if group in seen:
+            continue
+        seen.add(group)
+        rows.append(Row(f"{source}-{len(rows)}", text, label, group, source))
+    return LoadedData(rows=rows, source=str(root), sha256=rows_sha256(rows))
+
+
+JAILBREAK = Task(
+    name="jailbreak",
+    labels=("benign", "jailbreak"),
+    fallback_label="benign",
+    problem_type="sequence",
+    text_field="prompt",
+    label_field="type",
+    id_field="id",
+    default_data="jackhhao/jailbreak-classification",
+    hub_split="train",
+    mapping_file="jailbreak_type_mapping.json",
+    mapping_keys=("label_to_idx", "idx_to_label"),
+    folder_loader=load_folder,
+)

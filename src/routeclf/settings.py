@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from routeclf.errors import RouteclfError
+from routeclf.tasks.base import Task
 
 
 @dataclass
@@ -28,8 +29,9 @@ class TrainSettings:
     lr: float = field(default=8e-5, metadata={"help": "peak learning rate (linear warmup, then linear decay)"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
-    max_length: int = field(
-        default=64, metadata={"help": "maximum tokens per text for the encoder (the n-gram model reads the whole text)"}
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "maximum tokens per text (window) for the encoder; the task's default: 64 for category, 128 for jailbreak"},
     )
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of steps spent warming up the learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
@@ -47,18 +49,31 @@ class TrainSettings:
     text_field: str | None = field(default=None, metadata={"help": "text column (default: the task's)"})
     label_field: str | None = field(default=None, metadata={"help": "label column (default: the task's)"})
     id_field: str | None = field(default=None, metadata={"help": "id column (default: the task's; row number if absent)"})
-    ngram: bool = field(
-        default=True,
-        metadata={"help": "also fit a word+character n-gram linear model and blend it with the encoder (weight chosen on validation)"},
+    ngram: bool | None = field(
+        default=None,
+        metadata={"help": "also fit a word+char n-gram linear model and blend it with the encoder (weight chosen on "
+                          "validation); the task's default: on for category, off for jailbreak"},
     )
     abstain_accuracy: float = field(
         default=0.95,
         metadata={"help": "the confidence threshold is the lowest whose validation predictions reach this accuracy"},
     )
+    target_fpr: float = field(
+        default=0.01,
+        metadata={"help": "detectors (jailbreak): the threshold keeps the validation false-positive rate at most this"},
+    )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing artifact directory"})
 
     def resolved_out(self) -> Path:
         return Path(self.out or f"models/{self.task}")
+
+    def with_task_defaults(self, task: Task) -> TrainSettings:
+        """The settings with every task-dependent default filled in, as recorded in the artifact."""
+        return dataclasses.replace(
+            self,
+            max_length=self.max_length or task.default_max_length,
+            ngram=task.default_ngram if self.ngram is None else self.ngram,
+        )
 
 
 def _flag(name: str) -> str:
@@ -123,7 +138,9 @@ def settings_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 def validate_settings(s: TrainSettings) -> None:
     positive = {"epochs": s.epochs, "lr": s.lr, "batch_size": s.batch_size, "eval_batch_size": s.eval_batch_size,
-                "max_length": s.max_length, "lora_r": s.lora_r, "lora_alpha": s.lora_alpha}
+                "lora_r": s.lora_r, "lora_alpha": s.lora_alpha}
+    if s.max_length is not None:
+        positive["max_length"] = s.max_length
     for name, value in positive.items():
         if not value > 0:
             raise RouteclfError(f"{_flag(name)} must be positive, got {value}")
@@ -131,6 +148,8 @@ def validate_settings(s: TrainSettings) -> None:
         raise RouteclfError(f"--max-samples must be positive, got {s.max_samples}")
     if not 0 <= s.lora_dropout < 1 or not 0 <= s.warmup_ratio < 1:
         raise RouteclfError("--lora-dropout and --warmup-ratio must be in [0, 1)")
+    if not 0 < s.target_fpr < 1:
+        raise RouteclfError(f"--target-fpr must be in (0, 1), got {s.target_fpr}")
     if not 0 < s.abstain_accuracy <= 1:
         raise RouteclfError(f"--abstain-accuracy must be in (0, 1], got {s.abstain_accuracy}")
     if s.patience < 1:

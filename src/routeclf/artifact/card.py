@@ -57,7 +57,7 @@ should answer the fallback label `$fallback` (the raw top label is still reporte
 
 | data | coverage (answered) | accuracy when answered |
 |---|---|---|
-$threshold_rows
+$threshold_rows$detector
 
 ![reliability diagram](reliability_diagram.png)
 
@@ -108,6 +108,13 @@ def _threshold_rows(metrics: dict[str, Any]) -> str:
             t = m["above_threshold"]
             rows.append(f"| {name} | {t['coverage']:.3f} | {t['accuracy']:.4f} |")
     return "\n".join(rows)
+
+
+def _detector_rows(metrics: dict[str, Any]) -> str:
+    from routeclf.evaluation.metrics import format_binary
+
+    rows = [f"- `{name}`: {format_binary(m['binary'])}" for name, m in _sections(metrics).items() if "binary" in m]
+    return ("\n\nDetector operating point (threshold on the attack probability):\n\n" + "\n".join(rows)) if rows else ""
 
 
 def _slice_tables(test: dict[str, Any]) -> str:
@@ -167,6 +174,7 @@ def write_model_card(directory: Path, task: Task) -> None:
         temperature=f"{calibration['temperature']:.3f}",
         threshold=f"{calibration['threshold']:.3f}",
         threshold_rows=_threshold_rows(metrics),
+        detector=_detector_rows(metrics),
         slices=_slice_tables(test),
         per_class="\n".join(
             f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"

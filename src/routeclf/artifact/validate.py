@@ -118,6 +118,8 @@ class Validator:
     # -- checks -------------------------------------------------------------------------------
     def check_contract(self) -> str:
         expected = list(REQUIRED_FILES) + list(label_mappings(self.task))
+        if self.task.positive_label:
+            expected.append("roc_curve.png")
         if (self.directory / "training_config.json").is_file():
             config = _json(self.directory, "training_config.json")
             if config.get("settings", {}).get("method") == "lora":

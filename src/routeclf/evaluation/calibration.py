@@ -63,3 +63,13 @@ def choose_threshold(probabilities: np.ndarray, y: np.ndarray, target_accuracy: 
     if not len(ok):
         return float(np.nextafter(confidence.max(), np.inf))
     return float(confidence[order][ok[-1]])
+
+
+def threshold_for_fpr(risk: np.ndarray, is_attack: np.ndarray, target_fpr: float) -> float:
+    """The lowest attack-score threshold whose false-positive rate on benign rows is <= target."""
+    benign = np.sort(risk[~is_attack])[::-1]
+    if not len(benign):
+        return 0.5
+    allowed = int(np.floor(target_fpr * len(benign)))  # benign rows that may score at or above it
+    # Just above the (allowed+1)-th highest benign score, so at most `allowed` benign rows reach it.
+    return float(np.nextafter(benign[allowed], np.inf)) if allowed < len(benign) else 0.0

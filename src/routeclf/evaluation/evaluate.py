@@ -14,31 +14,28 @@ from routeclf.data.sources import Fields, LoadedData, Row, load_rows
 from routeclf.data.split import SPLITS, apply_manifest, read_manifest
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.calibration import above_threshold, reliability
-from routeclf.evaluation.metrics import classification_metrics, softmax
+from routeclf.evaluation.metrics import binary_metrics, classification_metrics, softmax
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import Task, get_task
 
-# Word-count bands for sliced reports: short chat-like requests behave differently from long ones.
-LENGTH_BANDS = (("<=20 words", 0, 20), ("21-60 words", 21, 60), (">60 words", 61, None))
-
-
-def length_band(text: str) -> str:
-    words = len(text.split())
-    return next(name for name, low, high in LENGTH_BANDS if words >= low and (high is None or words <= high))
-
-
-def _slice_metrics(y: np.ndarray, y_pred: np.ndarray, keys: list[str]) -> dict[str, dict[str, float]]:
+def _slice_metrics(y: np.ndarray, y_pred: np.ndarray, keys: list[str], positive: int | None) -> dict[str, dict[str, float]]:
     members: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         members[key].append(i)
-    return {
-        key: {
+    slices = {}
+    for key, index in sorted(members.items()):
+        entry: dict[str, float] = {
             "n": len(index),
             "accuracy": float((y_pred[index] == y[index]).mean()),
             "macro_f1": float(f1_score(y[index], y_pred[index], average="macro", zero_division=0)),
         }
-        for key, index in sorted(members.items())
-    }
+        if positive is not None:
+            attacks, benign = y[index] == positive, y[index] != positive
+            entry["n_attacks"] = int(attacks.sum())
+            entry["recall"] = float((y_pred[index][attacks] == positive).mean()) if attacks.any() else None
+            entry["false_positive_rate"] = float((y_pred[index][benign] == positive).mean()) if benign.any() else None
+        slices[key] = entry
+    return slices
 
 
 def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, Any]:
@@ -53,13 +50,18 @@ def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, A
     metrics["ece"] = curve["ece"]
     metrics["ece_uncalibrated"] = reliability(raw, y)["ece"]
     metrics["reliability_bins"] = curve["bins"]
-    metrics["above_threshold"] = above_threshold(probabilities, y, predictor.threshold)
     if predictor.ngram is not None:
         metrics["encoder_only_accuracy"] = float((encoder.argmax(1) == y).mean())
-    y_pred = probabilities.argmax(1)
+    positive = task.label2id[task.positive_label] if task.positive_label else None
+    if positive is None:
+        metrics["above_threshold"] = above_threshold(probabilities, y, predictor.threshold)
+        y_pred = probabilities.argmax(1)
+    else:
+        metrics["binary"] = binary_metrics(y == positive, probabilities[:, positive], predictor.threshold)
+        y_pred = np.where(probabilities[:, positive] >= predictor.threshold, positive, 1 - positive)
     metrics["slices"] = {
-        "length": _slice_metrics(y, y_pred, [length_band(t) for t in texts]),
-        "source": _slice_metrics(y, y_pred, [r.source for r in rows]),
+        "length": _slice_metrics(y, y_pred, [task.length_band(t) for t in texts], positive),
+        "source": _slice_metrics(y, y_pred, [r.source for r in rows], positive),
     }
     return metrics
 

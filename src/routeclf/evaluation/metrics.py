@@ -65,14 +65,54 @@ def format_table(metrics: dict[str, Any]) -> str:
 def format_report(metrics: dict[str, Any]) -> str:
     """The per-class table, calibration and slices, for the terminal."""
     lines = [format_table(metrics)]
-    if "ece" in metrics:
+    if "above_threshold" in metrics:
         t = metrics["above_threshold"]
         lines.append(
             f"ECE {metrics['ece']:.4f} (uncalibrated {metrics['ece_uncalibrated']:.4f}); at threshold "
             f"{t['threshold']:.3f}: coverage {t['coverage']:.3f}, accuracy {t['accuracy']:.4f}"
         )
+    if "binary" in metrics:
+        lines.append(format_binary(metrics["binary"]))
     for kind, slices in metrics.get("slices", {}).items():
         if len(slices) > 1:
             lines.append(f"by {kind}:")
             lines += [f"  {key:<40} n={v['n']:<6} accuracy={v['accuracy']:.4f}" for key, v in slices.items()]
     return "\n".join(lines)
+
+
+def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Detector metrics: ranking quality, and the operating point at the saved threshold."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+    predicted = risk >= threshold
+    attacks, benign = is_attack.sum(), (~is_attack).sum()
+    result: dict[str, Any] = {
+        "threshold": threshold,
+        "n_attacks": int(attacks),
+        "n_benign": int(benign),
+        "recall": float((predicted & is_attack).sum() / attacks) if attacks else None,
+        "precision": float((predicted & is_attack).sum() / predicted.sum()) if predicted.sum() else None,
+        "false_positive_rate": float((predicted & ~is_attack).sum() / benign) if benign else None,
+    }
+    p, r = result["precision"], result["recall"]
+    result["f1"] = 2 * p * r / (p + r) if p and r else 0.0
+    if attacks and benign:
+        result["roc_auc"] = float(roc_auc_score(is_attack, risk))
+        result["pr_auc"] = float(average_precision_score(is_attack, risk))
+        fpr, tpr, _ = roc_curve(is_attack, risk)
+        for target in (0.01, 0.05):
+            result[f"recall_at_fpr_{target:g}"] = float(tpr[fpr <= target].max())
+        result["roc_curve"] = {"fpr": fpr[:: max(1, len(fpr) // 200)].tolist(), "tpr": tpr[:: max(1, len(tpr) // 200)].tolist()}
+    return result
+
+
+def format_binary(b: dict[str, Any]) -> str:
+    def show(key: str) -> str:
+        value = b.get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    return (
+        f"at threshold {b['threshold']:.4f}: recall {show('recall')}, precision {show('precision')}, "
+        f"false-positive rate {show('false_positive_rate')}; ROC-AUC {show('roc_auc')}, PR-AUC {show('pr_auc')}, "
+        f"recall at FPR 1% {show('recall_at_fpr_0.01')}, at 5% {show('recall_at_fpr_0.05')}"
+    )

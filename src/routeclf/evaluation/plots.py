@@ -56,3 +56,26 @@ def plot_reliability(metrics: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_roc(metrics: dict[str, Any], path: Path, title: str) -> None:
+    """ROC curves of a detector, per split, with the saved operating point marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, section in metrics.items():
+        binary = section.get("binary") if isinstance(section, dict) else None
+        if not binary or "roc_curve" not in binary:
+            continue
+        curve = binary["roc_curve"]
+        line = ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUC {binary['roc_auc']:.3f})")[0]
+        ax.scatter([binary["false_positive_rate"]], [binary["recall"]], color=line.get_color(), zorder=3)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-positive rate (benign flagged)")
+    ax.set_ylabel("recall (attacks caught)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

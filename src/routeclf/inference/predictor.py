@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
+from routeclf.tasks import get_task
 from routeclf.training.ngram import NgramModel, blend
 
 NGRAM_DIR = "ngram"
@@ -30,13 +31,15 @@ class Predictor:
         batch_size: int = 64,
         max_length: int | None = None,
         backend: str = "torch",
+        task_name: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
         training_config = self._optional_json("training_config.json")
-        self.max_length: int = max_length or int(training_config.get("settings", {}).get("max_length", 512))
-        self.task_name: str | None = training_config.get("task")
+        self.max_length: int = max_length or int(training_config.get("settings", {}).get("max_length") or 512)
+        self.task_name: str | None = task_name or training_config.get("task")
+        self.positive_label: str | None = get_task(self.task_name).positive_label if self.task_name else None
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
@@ -73,14 +76,52 @@ class Predictor:
 
     @torch.inference_mode()
     def encoder_logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Raw encoder logits; batches are formed by length so padding stays small."""
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        starts = range(0, len(texts), self.batch_size)
+        """Raw encoder logits; batches are formed by length so padding stays small.
+
+        For detector tasks a text longer than `max_length` tokens is scored over overlapping
+        windows that cover all of it, and the window most likely to be an attack gives the
+        text's logits: an attack after a long benign preamble is not cut off.
+        """
+        pieces, owners = self._windows(texts)
+        order = np.argsort([len(t) for t in pieces], kind="stable")
+        scores = np.zeros((len(pieces), len(self.labels)), dtype=np.float32)
+        starts = range(0, len(pieces), self.batch_size)
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
             index = order[start : start + self.batch_size]
-            out[index] = self._forward([texts[i] for i in index])
+            scores[index] = self._forward([pieces[i] for i in index])
+        if len(pieces) == len(texts):
+            return scores
+        positive = self.labels.index(self.positive_label)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        best = np.full(len(texts), -np.inf)
+        risk = softmax(scores)[:, positive]
+        for window, owner in enumerate(owners):
+            if risk[window] > best[owner]:
+                best[owner] = risk[window]
+                out[owner] = scores[window]
         return out
+
+    def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """Texts cut into overlapping token windows (detector tasks only), and each window's text."""
+        if self.positive_label is None:
+            return list(texts), list(range(len(texts)))
+        stride = max(1, self.max_length // 4)
+        pieces, owners = [], []
+        for i, text in enumerate(texts):
+            encoded = self.tokenizer(
+                text, truncation=True, max_length=self.max_length, stride=stride,
+                return_overflowing_tokens=True, return_offsets_mapping=True,
+            )
+            spans = encoded["offset_mapping"] if len(encoded["input_ids"]) > 1 else None
+            if not spans or not isinstance(spans[0], list):
+                pieces.append(text)
+                owners.append(i)
+                continue
+            for offsets in spans:
+                chars = [pair for pair in offsets if pair[1] > pair[0]]
+                pieces.append(text[chars[0][0] : chars[-1][1]] if chars else text)
+                owners.append(i)
+        return pieces, owners
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         if self.backend == "torch":
@@ -115,9 +156,14 @@ class Predictor:
             ranked = np.argsort(-row)[: max(1, top_k)]
             top_label, confidence = self.labels[int(ranked[0])], float(row[ranked[0]])
             below = confidence < threshold and self.fallback_label is not None
+            label = self.fallback_label if below else top_label
+            if self.positive_label is not None:  # detectors: the threshold is on the attack score
+                risk = float(row[self.labels.index(self.positive_label)])
+                below = risk < threshold
+                label = self.fallback_label if below else self.positive_label
             results.append(
                 {
-                    "label": self.fallback_label if below else top_label,
+                    "label": label,
                     "top_label": top_label,
                     "confidence": confidence,
                     "below_threshold": below,

@@ -166,7 +166,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 await slot.batcher.stop()
 
     app = FastAPI(title="routeclf", version="0.1.0", lifespan=lifespan,
-                  description="Request classification for LLM routers (category, with jailbreak and PII to come).")
+                  description="Request classification for LLM routers: category and jailbreak (PII to come).")
     app.state.slots = slots
 
     @app.middleware("http")
@@ -251,10 +251,30 @@ def create_app(config: ServeConfig) -> FastAPI:
         (probabilities,) = await slot.probabilities([body.text])
         return intent_result(slot, probabilities, body.options, (time.perf_counter() - started) * 1000)
 
+    def security_result(slot: ModelSlot, probabilities, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
+        predictor = slot.predictor
+        threshold = predictor.threshold
+        if options is not None and options.confidence_threshold is not None:
+            threshold = options.confidence_threshold
+        risk = float(probabilities[predictor.labels.index(predictor.positive_label)])
+        is_jailbreak = risk >= threshold
+        return {
+            "is_jailbreak": is_jailbreak,
+            "risk_score": risk,
+            "confidence": risk if is_jailbreak else 1 - risk,
+            "threshold": threshold,
+            "processing_time_ms": round(elapsed_ms, 3),
+        }
+
+    RESULTS = {"intent": intent_result, "security": security_result}
+
     @app.post("/api/v1/classify/security")
-    async def classify_security() -> dict[str, Any]:
-        slot_for("security")
-        raise ApiError(503, "model_not_loaded", "the jailbreak task is not available in this version")
+    async def classify_security(body: IntentRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        slot = slot_for("security")
+        check_texts([body.text])
+        (probabilities,) = await slot.probabilities([body.text])
+        return security_result(slot, probabilities, body.options, (time.perf_counter() - started) * 1000)
 
     @app.post("/api/v1/classify/pii")
     async def classify_pii() -> dict[str, Any]:
@@ -270,11 +290,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         if len(body.texts) > config.max_batch_items:
             raise ApiError(413, "batch_too_large", f"{len(body.texts)} texts; the limit is {config.max_batch_items}")
         check_texts(body.texts)
-        if body.task_type != "intent":
+        if body.task_type not in RESULTS:
             raise ApiError(503, "model_not_loaded", f"the {body.task_type} task is not available in this version")
         probabilities = await slot.probabilities(body.texts)
         elapsed = (time.perf_counter() - started) * 1000
-        results = [intent_result(slot, p, body.options, elapsed) for p in probabilities]
+        results = [RESULTS[body.task_type](slot, p, body.options, elapsed) for p in probabilities]
         return {"results": results, "total_count": len(results), "task_type": body.task_type,
                 "processing_time_ms": round(elapsed, 3)}
 

@@ -33,12 +33,29 @@ class Task:
     min_examples_per_label: int = 3
     # Builds the task's rows from a folder laid out like the shared data folder (several sources).
     folder_loader: Callable[[Path, Task], LoadedData] | None = None
+    # Detectors (one label is "the attack"): binary metrics, a threshold set for a false-positive
+    # rate, and long texts scored over windows with the most alarming window winning.
+    positive_label: str | None = None
+    # Training defaults that depend on the data (used when the user gives none).
+    default_max_length: int = 64
+    default_ngram: bool = True
+    # Length bands for sliced reports: (name, lowest, highest or None), counted in `length_unit`.
+    length_unit: Literal["words", "chars"] = "words"
+    length_bands: tuple[tuple[str, int, int | None], ...] = (
+        ("<=20 words", 0, 20), ("21-60 words", 21, 60), (">60 words", 61, None)
+    )
 
     def __post_init__(self) -> None:
         if list(self.labels) != sorted(set(self.labels)):
             raise ValueError(f"task {self.name}: labels must be unique and sorted")
         if self.fallback_label not in self.labels:
             raise ValueError(f"task {self.name}: fallback label {self.fallback_label!r} is not a label")
+        if self.positive_label is not None and self.positive_label not in self.labels:
+            raise ValueError(f"task {self.name}: positive label {self.positive_label!r} is not a label")
+
+    def length_band(self, text: str) -> str:
+        size = len(text.split()) if self.length_unit == "words" else len(text)
+        return next(name for name, low, high in self.length_bands if size >= low and (high is None or size <= high))
 
     @property
     def label2id(self) -> dict[str, int]:

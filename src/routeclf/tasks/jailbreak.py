@@ -86,4 +86,11 @@ JAILBREAK = Task(
     mapping_file="jailbreak_type_mapping.json",
     mapping_keys=("label_to_idx", "idx_to_label"),
     folder_loader=load_folder,
+    positive_label="jailbreak",
+    default_max_length=128,
+    # The n-gram model reads the whole text, so a short attack after a long benign preamble is
+    # diluted in it; the encoder's windows catch it. Off by default for this task.
+    default_ngram=False,
+    length_unit="chars",
+    length_bands=(("<200 chars", 0, 199), ("200-1000 chars", 200, 1000), (">1000 chars", 1001, None)),
 )

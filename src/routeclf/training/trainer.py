@@ -24,11 +24,11 @@ from routeclf.artifact.writer import check_destination, staged_directory, write_
 from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
-from routeclf.evaluation.calibration import choose_threshold, fit_temperature
+from routeclf.evaluation.calibration import choose_threshold, fit_temperature, threshold_for_fpr
 from routeclf.evaluation.evaluate import score_rows
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
-from routeclf.evaluation.plots import plot_confusion_matrix, plot_reliability
+from routeclf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from routeclf.settings import TrainSettings
 from routeclf.tasks import Task, get_task
 from routeclf.training.models import build_model, resolve_base
@@ -131,26 +131,40 @@ def _fit_ngram(
     return blend
 
 
-def _calibrate(predictor, rows: list[Row], task: Task, target_accuracy: float) -> dict[str, Any]:
-    """Temperature on validation, then the lowest threshold that keeps validation accuracy on target."""
+def _calibrate(predictor, rows: list[Row], task: Task, settings: TrainSettings) -> dict[str, Any]:
+    """Temperature on validation, then the decision threshold, also on validation.
+
+    Classifiers get an abstain threshold (the lowest confidence whose answers reach the target
+    accuracy); detectors a threshold on the attack score for the target false-positive rate.
+    """
     texts = [r.text for r in rows]
     y = np.array([task.label2id[r.label] for r in rows])
     scores = predictor.combine(texts, predictor.encoder_logits(texts), calibrated=False)
     temperature = fit_temperature(scores, y)
-    threshold = choose_threshold(softmax(scores / temperature), y, target_accuracy)
-    return {
-        "method": "temperature scaling on the validation split",
-        "temperature": temperature,
-        "threshold": threshold,
-        "threshold_rule": f"lowest confidence whose answered validation predictions reach accuracy {target_accuracy}",
-        "target_accuracy": target_accuracy,
-        "fallback_label": task.fallback_label,
-    }
+    probabilities = softmax(scores / temperature)
+    calibration: dict[str, Any] = {"method": "temperature scaling on the validation split", "temperature": temperature}
+    if task.positive_label is None:
+        calibration["threshold"] = choose_threshold(probabilities, y, settings.abstain_accuracy)
+        calibration["threshold_rule"] = (
+            f"lowest confidence whose answered validation predictions reach accuracy {settings.abstain_accuracy}"
+        )
+        calibration["target_accuracy"] = settings.abstain_accuracy
+    else:
+        positive = task.label2id[task.positive_label]
+        calibration["threshold"] = threshold_for_fpr(probabilities[:, positive], y == positive, settings.target_fpr)
+        calibration["threshold_rule"] = (
+            f"lowest {task.positive_label} probability whose validation false-positive rate is <= {settings.target_fpr}"
+        )
+        calibration["target_fpr"] = settings.target_fpr
+        calibration["positive_label"] = task.positive_label
+    calibration["fallback_label"] = task.fallback_label
+    return calibration
 
 
 def train(settings: TrainSettings) -> Path:
     """Train and publish an artifact; returns its directory. Nothing is written at `out` on failure."""
     task = get_task(settings.task)
+    settings = settings.with_task_defaults(task)
     out = settings.resolved_out()
     check_destination(out, settings.overwrite)
     started = time.time()
@@ -192,7 +206,9 @@ def train(settings: TrainSettings) -> Path:
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
 
         def load() -> Predictor:
-            return Predictor(staging, batch_size=settings.eval_batch_size, max_length=settings.max_length)
+            return Predictor(
+                staging, batch_size=settings.eval_batch_size, max_length=settings.max_length, task_name=task.name
+            )
 
         predictor = load()
         blend = None
@@ -200,7 +216,7 @@ def train(settings: TrainSettings) -> Path:
             blend = _fit_ngram(predictor, splits, task, settings.seed, staging / NGRAM_DIR)
             predictor = load()
         write_json(
-            staging / CALIBRATION_FILE, _calibrate(predictor, splits["validation"], task, settings.abstain_accuracy)
+            staging / CALIBRATION_FILE, _calibrate(predictor, splits["validation"], task, settings)
         )
         predictor = load()
         metrics = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
@@ -226,5 +242,7 @@ def train(settings: TrainSettings) -> Path:
         write_json(staging / "metrics.json", {"data_sha256": data.sha256, **metrics})
         plot_confusion_matrix(metrics["test"], staging / "confusion_matrix.png", f"{task.name}: test split")
         plot_reliability(metrics, staging / "reliability_diagram.png", f"{task.name}: calibrated confidence")
+        if task.positive_label:
+            plot_roc(metrics, staging / "roc_curve.png", f"{task.name}: ROC ({task.positive_label} vs rest)")
         write_model_card(staging, task)
     return out

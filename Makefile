@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train train-jailbreak test bench-train bench-serve serve clean
+.PHONY: install train train-jailbreak test bench-train bench-jailbreak bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -38,3 +38,6 @@ serve: install
 
 train-jailbreak: install
 	$(BIN)/routeclf train jailbreak --data $(DATA_DIR) --out models/jailbreak --overwrite $(ARGS)
+
+bench-jailbreak: install
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_jailbreak.py --data-dir $(DATA_DIR) $(ARGS)

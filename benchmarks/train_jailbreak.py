@@ -1,0 +1,130 @@
+"""Train the default jailbreak configuration from the shared data folder and record the result.
+
+On the held-out test split it reports the detector metrics (recall at the saved threshold, false-
+positive rate, ROC-AUC, PR-AUC, recall at 1% and 5% FPR, by length band and by source), plus the
+false-positive rate on MMLU-Pro questions that are in no split at all (unseen benign questions).
+In the same run and on the same split it scores a TF-IDF + logistic-regression baseline with its
+threshold also chosen on validation for the same target FPR. Writes
+`benchmarks/results/train_jailbreak.json` and appends a row to `train_jailbreak.md`.
+
+    python benchmarks/train_jailbreak.py [--data-dir ../shared/data] [-- any `routeclf train` flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from routeclf.cli import build_parser
+from routeclf.data.sources import load_rows, normalise_text
+from routeclf.data.split import make_split
+from routeclf.evaluation.calibration import threshold_for_fpr
+from routeclf.evaluation.metrics import binary_metrics
+from routeclf.inference.predictor import Predictor
+from routeclf.settings import TrainSettings, settings_from_args
+from routeclf.tasks import get_task
+from routeclf.training.ngram import VECTORIZERS
+from routeclf.training.trainer import train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+UNSEEN_QUESTIONS = 2000
+
+
+def baseline(settings: TrainSettings) -> dict:
+    task = get_task("jailbreak")
+    splits, _ = make_split(load_rows(settings.data, task), settings.split_ratios, settings.seed, settings.max_samples)
+    started = time.time()
+    vectorizers = [TfidfVectorizer(**params) for params in VECTORIZERS.values()]
+    features = {name: None for name in splits}
+    features["train"] = sp.hstack([v.fit_transform([r.text for r in splits["train"]]) for v in vectorizers]).tocsr()
+    for name in ("validation", "test"):
+        features[name] = sp.hstack([v.transform([r.text for r in splits[name]]) for v in vectorizers]).tocsr()
+    y = {name: np.array([r.label == "jailbreak" for r in rows]) for name, rows in splits.items()}
+    model = LogisticRegression(C=10, max_iter=2000).fit(features["train"], y["train"])
+    risk = {name: model.predict_proba(features[name])[:, 1] for name in ("validation", "test")}
+    threshold = threshold_for_fpr(risk["validation"], y["validation"], settings.target_fpr)
+    result = binary_metrics(y["test"], risk["test"], threshold)
+    result.pop("roc_curve", None)
+    return result | {"seconds": round(time.time() - started, 1)}
+
+
+def unseen_false_positive_rate(model_dir: Path, data_dir: Path, used: set[str]) -> dict:
+    """Benign MMLU-Pro questions that are in no split: how many the detector flags."""
+    questions = [json.loads(line)["question"] for line in (data_dir / "mmlu-pro" / "test.jsonl").read_text().split("\n") if line.strip()]
+    unseen = sorted({q for q in questions if normalise_text(q) not in used})
+    sample = random.Random(7).sample(unseen, min(UNSEEN_QUESTIONS, len(unseen)))
+    predictions = Predictor(model_dir).predict(sample)
+    flagged = sum(p["label"] == "jailbreak" for p in predictions)
+    return {"n": len(sample), "flagged": flagged, "false_positive_rate": flagged / len(sample)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(DATA_DIR))
+    parser.add_argument("--out", default="models/bench-jailbreak")
+    parser.add_argument("--label", default="default")
+    own, flags = parser.parse_known_args()
+    flags = [f for f in flags if f != "--"]
+    args = build_parser().parse_args(["train", "jailbreak", "--data", own.data_dir, "--out", own.out, "--overwrite", *flags])
+    settings = settings_from_args(TrainSettings, args)
+
+    base = baseline(settings)
+    print("baseline TF-IDF + logistic regression:", json.dumps(base))
+    started = time.time()
+    out = train(settings)
+    wall = time.time() - started
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "training_config.json").read_text())
+    test = metrics["test"]
+    binary = {k: v for k, v in test["binary"].items() if k != "roc_curve"}
+    used = {normalise_text(r.text) for r in load_rows(own.data_dir, get_task("jailbreak")).rows}
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "configuration": own.label,
+        "flags": flags,
+        "wall_seconds": round(wall, 1),
+        "best_epoch": config["best_epoch"],
+        "test": binary,
+        "test_by_length": test["slices"]["length"],
+        "test_by_source": test["slices"]["source"],
+        "unseen_mmlu_pro": unseen_false_positive_rate(out, Path(own.data_dir), used),
+        "baseline_tfidf_logreg": base,
+        "settings": config["settings"],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_jailbreak.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = RESULTS / "train_jailbreak.md"
+    if not table.exists():
+        table.write_text(
+            "| date | configuration | wall (s) | recall @thr | FPR @thr | ROC-AUC | recall @1% FPR | recall <200 | "
+            "recall >1000 | FPR unseen MMLU-Pro | baseline recall @thr / FPR |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        )
+    bands = test["slices"]["length"]
+
+    def recall(band: str) -> str:
+        value = bands.get(band, {}).get("recall")
+        return "-" if value is None else f"{value:.4f}"
+
+    with table.open("a") as handle:
+        handle.write(
+            f"| {result['date'][:10]} | {own.label} {' '.join(flags)} | {result['wall_seconds']} | {binary['recall']:.4f} | "
+            f"{binary['false_positive_rate']:.4f} | {binary['roc_auc']:.4f} | {binary['recall_at_fpr_0.01']:.4f} | "
+            f"{recall('<200 chars')} | {recall('>1000 chars')} | {result['unseen_mmlu_pro']['false_positive_rate']:.4f} | "
+            f"{base['recall']:.4f} / {base['false_positive_rate']:.4f} |\n"
+        )
+    print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "test_by_source")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

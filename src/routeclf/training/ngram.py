@@ -44,8 +44,15 @@ class NgramModel:
         svm = LinearSVC(C=c, random_state=seed).fit(features, y)
         coef = np.zeros((n_labels, features.shape[1]), dtype=np.float32)
         intercept = np.zeros(n_labels, dtype=np.float32)
-        coef[svm.classes_] = svm.coef_
-        intercept[svm.classes_] = svm.intercept_
+        if len(svm.classes_) == 2:
+            # A binary LinearSVC keeps one weight vector, for the second class; split it as +-1/2
+            # so the two columns' difference is the SVM's own decision value.
+            negative, positive = svm.classes_
+            coef[positive], coef[negative] = svm.coef_[0] / 2, -svm.coef_[0] / 2
+            intercept[positive], intercept[negative] = svm.intercept_[0] / 2, -svm.intercept_[0] / 2
+        else:
+            coef[svm.classes_] = svm.coef_
+            intercept[svm.classes_] = svm.intercept_
         # Labels absent from the training data can never win.
         missing = np.setdiff1d(np.arange(n_labels), svm.classes_)
         intercept[missing] = -1e4

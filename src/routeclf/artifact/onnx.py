@@ -69,11 +69,12 @@ def _export_fp32(directory: Path, path: Path) -> None:
 
 def _parity_texts(directory: Path, data: str | None) -> tuple[list[str], list[str], np.ndarray]:
     """Real inputs for the parity check (test split first), and the labelled test split."""
-    from routeclf.evaluation.evaluate import artifact_task, load_for_artifact
+    from routeclf.evaluation.evaluate import artifact_task, load_for_artifact, saved_splits
 
     task, _ = artifact_task(directory)
     try:
-        splits = {name: load_for_artifact(directory, data, name)[1] for name in ("test", "validation", "train")}
+        loaded, _ = load_for_artifact(directory, data, "test")
+        splits = saved_splits(directory, loaded)
     except RouteclfError as exc:
         raise RouteclfError(f"cannot load the training data for the parity check ({exc}); pass --data") from exc
     test_rows = splits["test"]

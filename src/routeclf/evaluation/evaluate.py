@@ -43,8 +43,8 @@ def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, A
     texts = [r.text for r in rows]
     y = np.array([task.label2id[r.label] for r in rows])
     encoder = predictor.encoder_logits(texts, progress=len(texts) > 1000)
-    raw = softmax(predictor.combine(texts, encoder, calibrated=False))
-    probabilities = softmax(predictor.combine(texts, encoder))
+    scores = predictor.combine(texts, encoder, calibrated=False)
+    raw, probabilities = softmax(scores), softmax(scores / predictor.temperature)
     metrics = classification_metrics(task.labels, y, probabilities)
     curve = reliability(probabilities, y)
     metrics["ece"] = curve["ece"]
@@ -93,12 +93,17 @@ def load_for_artifact(
         fields.get("label") or saved.get("label"),
         fields.get("id") or saved.get("id"),
     )
+    if split != "all" and split not in SPLITS:
+        raise RouteclfError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
     data = load_rows(data_source or config["settings"]["data"], task, chosen, require_all_labels=False)
     if split == "all":
         return data, data.rows
-    if split not in SPLITS:
-        raise RouteclfError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} or all")
-    return data, apply_manifest(data, read_manifest(directory / "split.json"))[split]
+    return data, saved_splits(directory, data)[split]
+
+
+def saved_splits(directory: Path, data: LoadedData) -> dict[str, list[Row]]:
+    """Every split of `split.json`, rebuilt from the freshly loaded training data."""
+    return apply_manifest(data, read_manifest(directory / "split.json"))
 
 
 def evaluate_artifact(

@@ -24,7 +24,7 @@ from routeclf.artifact.writer import check_destination, staged_directory, write_
 from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
-from routeclf.evaluation.calibration import choose_threshold, fit_temperature, threshold_for_fpr
+from routeclf.evaluation.calibration import choose_threshold, fit_temperature, log_softmax, threshold_for_fpr
 from routeclf.evaluation.evaluate import score_rows
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
@@ -123,8 +123,10 @@ def _fit_ngram(
     y_train = np.array([label2id[r.label] for r in splits["train"]])
     y_val = np.array([label2id[r.label] for r in splits["validation"]])
     ngram = NgramModel.fit(train_texts, y_train, len(task.labels), seed=seed)
-    ngram.temperature = fit_temperature(ngram.decision(val_texts), y_val)
-    weight, scores = choose_weight(predictor.encoder_logits(val_texts), ngram.logits(val_texts), y_val)
+    decision = ngram.decision(val_texts)
+    ngram.temperature = fit_temperature(decision, y_val)
+    ngram_logits = log_softmax(decision / ngram.temperature)
+    weight, scores = choose_weight(predictor.encoder_logits(val_texts), ngram_logits, y_val)
     ngram.save(directory)
     blend = {"weight": weight, "validation_accuracy_by_weight": scores, "temperature": ngram.temperature}
     write_json(directory / "blend.json", blend)

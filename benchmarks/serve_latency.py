@@ -2,7 +2,9 @@
 
 For each backend a server is started on a free loopback port and sent median-length MMLU-Pro
 questions: one at a time (p50/p95/p99 latency), then from 1, 8 and 32 concurrent clients
-(questions/s). Writes `benchmarks/results/serve_latency.json` and `.md`.
+(questions/s). The same Predictor is also timed in-process, without HTTP, one text and 32
+texts per call: the compute floor under the service's numbers. The clients run on the same
+machine as the server and take CPU from it. Writes `benchmarks/results/serve_latency.json` and `.md`.
 
     python benchmarks/serve_latency.py --model models/category [--requests 300] [--seconds 10]
 """
@@ -91,6 +93,21 @@ async def concurrent(url: str, texts: list[str], clients: int, seconds: float) -
     return {"clients": clients, "requests": done, "errors": errors, "per_second": round(done / elapsed, 1)}
 
 
+def in_process(model: Path, backend: str, texts: list[str]) -> dict[str, float]:
+    """The same Predictor without HTTP: the compute floor the service cannot go below."""
+    from routeclf.inference.predictor import Predictor
+
+    predictor = Predictor(model, backend=backend)
+    predictor.predict_proba(texts[:8])
+    timings = {}
+    for batch in (1, 32):
+        started = time.perf_counter()
+        for i in range(0, len(texts), batch):
+            predictor.predict_proba(texts[i : i + batch])
+        timings[f"ms_per_text_batch{batch}"] = round((time.perf_counter() - started) * 1000 / len(texts), 2)
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("models/category"))
@@ -103,11 +120,12 @@ def main() -> None:
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model),
                "cpus": os.cpu_count(), "median_question_chars": int(np.median([len(t) for t in texts])), "backends": {}}
     for backend in args.backends:
+        floor = in_process(args.model, backend, texts)
         port = free_port()
         server = start_server(args.model, backend, port)
         try:
             url = f"http://127.0.0.1:{port}"
-            entry = {"single": sequential(url, texts)}
+            entry = {"in_process": floor, "single": sequential(url, texts)}
             entry["concurrent"] = [asyncio.run(concurrent(url, texts, c, args.seconds)) for c in (1, 8, 32)]
             results["backends"][backend] = entry
             print(backend, json.dumps(entry))
@@ -116,11 +134,13 @@ def main() -> None:
             server.wait(timeout=30)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| backend | p50 ms | p95 ms | p99 ms | q/s @1 | q/s @8 | q/s @32 | errors |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| backend | in-process ms/text (1 / 32 per call) | p50 ms | p95 ms | p99 ms | q/s @1 | q/s @8 | q/s @32 | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for backend, entry in results["backends"].items():
         s, c = entry["single"], {x["clients"]: x for x in entry["concurrent"]}
         errors = s["errors"] + sum(x["errors"] for x in entry["concurrent"])
-        lines.append(f"| {backend} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {c[1]['per_second']} | "
+        f = entry["in_process"]
+        lines.append(f"| {backend} | {f['ms_per_text_batch1']} / {f['ms_per_text_batch32']} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {c[1]['per_second']} | "
                      f"{c[8]['per_second']} | {c[32]['per_second']} | {errors} |")
     (RESULTS / "serve_latency.md").write_text(f"Measured {results['date']} on {results['cpus']} CPUs, "
                                              f"model {args.model}\n\n" + "\n".join(lines) + "\n")

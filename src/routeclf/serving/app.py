@@ -96,6 +96,45 @@ class BodyLimit:
             await error_response(exc.status, exc.kind, exc.message)(scope, receive, send)
 
 
+OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/openapi.json")
+
+
+class Observe:
+    """Counts and times every request, and checks the bearer token when an API key is set.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` costs a task and a stream per request.
+    """
+
+    def __init__(self, app, metrics: "ServiceMetrics", api_key: str | None) -> None:
+        self.app, self.metrics, self.api_key = app, metrics, api_key
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        if self.api_key and path not in OPEN_PATHS:
+            header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+            token = header[7:] if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), self.api_key.encode()):
+                self.metrics.requests.labels(path, "401").inc()
+                self.metrics.errors.labels(path, "unauthorized").inc()
+                return await error_response(401, "unauthorized", "missing or wrong bearer token")(scope, receive, send)
+        status = 500
+
+        async def observed_send(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(path, str(status)).inc()
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -168,23 +207,6 @@ def create_app(config: ServeConfig) -> FastAPI:
     app = FastAPI(title="routeclf", version="0.1.0", lifespan=lifespan,
                   description="Request classification for LLM routers: category and jailbreak (PII to come).")
     app.state.slots = slots
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        started = time.perf_counter()
-        open_paths = ("/health", "/ready", "/metrics", "/docs", "/openapi.json")
-        if config.api_key and request.url.path not in open_paths:
-            header = request.headers.get("authorization", "")
-            token = header[7:] if header.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                response = error_response(401, "unauthorized", "missing or wrong bearer token")
-                metrics.requests.labels(request.url.path, "401").inc()
-                metrics.errors.labels(request.url.path, "unauthorized").inc()
-                return response
-        response = await call_next(request)
-        metrics.latency.labels(request.url.path).observe(time.perf_counter() - started)
-        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
 
     def failed(request: Request, status: int, kind: str, message: str) -> JSONResponse:
         metrics.errors.labels(request.url.path, kind).inc()
@@ -330,6 +352,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             models.append(entry)
         return {"models": models}
 
+    app.add_middleware(Observe, metrics=metrics, api_key=config.api_key)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
 

@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train train-jailbreak test bench-train bench-jailbreak bench-serve serve clean
+.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ serve: install
 
 train-jailbreak: install
 	$(BIN)/routeclf train jailbreak --data $(DATA_DIR) --out models/jailbreak --overwrite $(ARGS)
+
+train-pii: install
+	$(BIN)/routeclf train pii --data $(DATA_DIR) --out models/pii --overwrite $(ARGS)
+
+bench-pii: install
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_pii.py --data-dir $(DATA_DIR) $(ARGS)
 
 bench-jailbreak: install
 	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_jailbreak.py --data-dir $(DATA_DIR) $(ARGS)

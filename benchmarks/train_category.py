@@ -13,7 +13,6 @@ TF-IDF (word 1-2 + char 2-5 grams) + LinearSVC baseline, the number the encoder 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -23,20 +22,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from common import DATA_DIR, record, train_settings
 from sklearn.metrics import accuracy_score, f1_score
 
-from routeclf.cli import build_parser
 from routeclf.data.sources import load_rows
 from routeclf.data.split import make_split
 from routeclf.evaluation.evaluate import evaluate_artifact, save_evaluation
-from routeclf.settings import TrainSettings, settings_from_args
+from routeclf.settings import TrainSettings
 from routeclf.tasks import get_task
 from routeclf.training.ngram import NgramModel
 from routeclf.training.trainer import train
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CHAT = Path(__file__).resolve().parents[1] / "eval" / "category_chat.jsonl"
-DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _fmt(value: float | None) -> str:
@@ -59,14 +56,8 @@ def baseline(settings: TrainSettings) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DATA_DIR / "mmlu-pro" / "test.jsonl"))
-    parser.add_argument("--out", default="models/bench-category")
-    parser.add_argument("--label", default="default", help="name of this configuration in the results table")
-    own, train_flags = parser.parse_known_args()
-    train_flags = [f for f in train_flags if f != "--"]
-    args = build_parser().parse_args(["train", "category", "--data", own.data, "--out", own.out, "--overwrite", *train_flags])
-    settings = settings_from_args(TrainSettings, args)
+    own, train_flags, settings = train_settings(__doc__, "category", str(DATA_DIR / "mmlu-pro" / "test.jsonl"),
+                                                "models/bench-category")
 
     base = baseline(settings)
     print(f"baseline TF-IDF + LinearSVC: {base}")
@@ -107,24 +98,15 @@ def main() -> None:
         "baseline_tfidf_linearsvc": base,
         "settings": config["settings"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_category.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = RESULTS / "train_category.md"
-    if not table.exists():
-        table.write_text(
-            "| date | configuration | wall (s) | steps/s | best epoch | test acc | test macro-F1 | encoder-only acc "
-            "| TF-IDF+SVC acc | test ECE | acc / coverage above threshold | OOD macro-F1 | chat acc |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-        )
     encoder_only = result["test_encoder_only_accuracy"]
-    with table.open("a") as handle:
-        handle.write(
-            f"| {result['date'][:10]} | {own.label} {' '.join(train_flags)} | {result['wall_seconds']} | "
-            f"{result['steps_per_second']} | {result['best_epoch']} | {test['accuracy']:.4f} | {test['macro_f1']:.4f} | "
-            f"{'' if encoder_only is None else f'{encoder_only:.4f}'} | {base['accuracy']:.4f} | {test['ece']:.4f} | "
-            f"{test['above_threshold']['accuracy']:.4f} / {test['above_threshold']['coverage']:.3f} | "
-            f"{_fmt(result['ood_macro_f1'])} | {_fmt(result['chat_accuracy'])} |\n"
-        )
+    record("train_category", result,
+           ["date", "configuration", "wall (s)", "steps/s", "best epoch", "test acc", "test macro-F1", "encoder-only acc",
+            "TF-IDF+SVC acc", "test ECE", "acc / coverage above threshold", "OOD macro-F1", "chat acc"],
+           [result["date"][:10], f"{own.label} {' '.join(train_flags)}", str(result["wall_seconds"]),
+            str(result["steps_per_second"]), str(result["best_epoch"]), f"{test['accuracy']:.4f}",
+            f"{test['macro_f1']:.4f}", "" if encoder_only is None else f"{encoder_only:.4f}", f"{base['accuracy']:.4f}",
+            f"{test['ece']:.4f}", f"{test['above_threshold']['accuracy']:.4f} / {test['above_threshold']['coverage']:.3f}",
+            _fmt(result["ood_macro_f1"]), _fmt(result["chat_accuracy"])])
     print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "epoch_history")}, indent=2))
 
 

@@ -2,7 +2,8 @@
 
 On the held-out test split it reports the detector metrics (recall at the saved threshold, false-
 positive rate, ROC-AUC, PR-AUC, recall at 1% and 5% FPR, by length band and by source), plus the
-false-positive rate on MMLU-Pro questions that are in no split at all (unseen benign questions).
+false-positive rate on MMLU-Pro questions that are in no split at all (unseen benign questions),
+and the recall on test attacks buried after over 3,000 characters of benign test questions.
 In the same run and on the same split it scores a TF-IDF + logistic-regression baseline with its
 threshold also chosen on validation for the same target FPR. Writes
 `benchmarks/results/train_jailbreak.json` and appends a row to `train_jailbreak.md`.
@@ -12,9 +13,7 @@ threshold also chosen on validation for the same target FPR. Writes
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import time
 from datetime import datetime, timezone
@@ -22,22 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from common import DATA_DIR, record, train_settings
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from routeclf.cli import build_parser
 from routeclf.data.sources import load_rows, normalise_text
 from routeclf.data.split import make_split
 from routeclf.evaluation.calibration import threshold_for_fpr
 from routeclf.evaluation.metrics import binary_metrics
 from routeclf.inference.predictor import Predictor
-from routeclf.settings import TrainSettings, settings_from_args
+from routeclf.settings import TrainSettings
 from routeclf.tasks import get_task
 from routeclf.training.ngram import VECTORIZERS
 from routeclf.training.trainer import train
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 UNSEEN_QUESTIONS = 2000
 
 
@@ -69,15 +66,26 @@ def unseen_false_positive_rate(model_dir: Path, data_dir: Path, used: set[str]) 
     return {"n": len(sample), "flagged": flagged, "false_positive_rate": flagged / len(sample)}
 
 
+def buried_attacks(model_dir: Path, splits: dict) -> dict:
+    """Each test attack under 1,000 characters appended to over 3,000 characters of benign test
+    questions: the share still flagged, and the share of the benign preambles alone flagged."""
+    benign = [r.text for r in splits["test"] if r.label == "benign" and r.source == "mmlu-pro"]
+    attacks = [r.text for r in splits["test"] if r.label == "jailbreak" and len(r.text) < 1000]
+    rng = random.Random(11)
+    preambles = []
+    for _ in attacks:
+        parts: list[str] = []
+        while sum(len(p) + 1 for p in parts) < 3000:
+            parts.append(rng.choice(benign))
+        preambles.append("\n".join(parts))
+    predictor = Predictor(model_dir)
+    flagged = [p["label"] == "jailbreak" for p in predictor.predict([f"{p}\n{a}" for p, a in zip(preambles, attacks)])]
+    false = [p["label"] == "jailbreak" for p in predictor.predict(preambles)]
+    return {"n": len(attacks), "recall": float(np.mean(flagged)), "preamble_false_positive_rate": float(np.mean(false))}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(DATA_DIR))
-    parser.add_argument("--out", default="models/bench-jailbreak")
-    parser.add_argument("--label", default="default")
-    own, flags = parser.parse_known_args()
-    flags = [f for f in flags if f != "--"]
-    args = build_parser().parse_args(["train", "jailbreak", "--data", own.data_dir, "--out", own.out, "--overwrite", *flags])
-    settings = settings_from_args(TrainSettings, args)
+    own, flags, settings = train_settings(__doc__, "jailbreak", str(DATA_DIR), "models/bench-jailbreak")
 
     base = baseline(settings)
     print("baseline TF-IDF + logistic regression:", json.dumps(base))
@@ -88,7 +96,7 @@ def main() -> None:
     config = json.loads((out / "training_config.json").read_text())
     test = metrics["test"]
     binary = {k: v for k, v in test["binary"].items() if k != "roc_curve"}
-    used = {normalise_text(r.text) for r in load_rows(own.data_dir, get_task("jailbreak")).rows}
+    used = {normalise_text(r.text) for r in load_rows(own.data, get_task("jailbreak")).rows}
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "configuration": own.label,
@@ -98,31 +106,25 @@ def main() -> None:
         "test": binary,
         "test_by_length": test["slices"]["length"],
         "test_by_source": test["slices"]["source"],
-        "unseen_mmlu_pro": unseen_false_positive_rate(out, Path(own.data_dir), used),
+        "unseen_mmlu_pro": unseen_false_positive_rate(out, Path(own.data), used),
+        "buried_attacks": buried_attacks(out, make_split(load_rows(settings.data, get_task("jailbreak")),
+                                                         settings.split_ratios, settings.seed, settings.max_samples)[0]),
         "baseline_tfidf_logreg": base,
         "settings": config["settings"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_jailbreak.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = RESULTS / "train_jailbreak.md"
-    if not table.exists():
-        table.write_text(
-            "| date | configuration | wall (s) | recall @thr | FPR @thr | ROC-AUC | recall @1% FPR | recall <200 | "
-            "recall >1000 | FPR unseen MMLU-Pro | baseline recall @thr / FPR |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-        )
     bands = test["slices"]["length"]
 
     def recall(band: str) -> str:
         value = bands.get(band, {}).get("recall")
         return "-" if value is None else f"{value:.4f}"
 
-    with table.open("a") as handle:
-        handle.write(
-            f"| {result['date'][:10]} | {own.label} {' '.join(flags)} | {result['wall_seconds']} | {binary['recall']:.4f} | "
-            f"{binary['false_positive_rate']:.4f} | {binary['roc_auc']:.4f} | {binary['recall_at_fpr_0.01']:.4f} | "
-            f"{recall('<200 chars')} | {recall('>1000 chars')} | {result['unseen_mmlu_pro']['false_positive_rate']:.4f} | "
-            f"{base['recall']:.4f} / {base['false_positive_rate']:.4f} |\n"
-        )
+    record("train_jailbreak", result,
+           ["date", "configuration", "wall (s)", "recall @thr", "FPR @thr", "ROC-AUC", "recall @1% FPR", "recall <200",
+            "recall >1000", "FPR unseen MMLU-Pro", "recall buried after 3,000 chars", "baseline recall @thr / FPR"],
+           [result["date"][:10], f"{own.label} {' '.join(flags)}", str(result["wall_seconds"]), f"{binary['recall']:.4f}",
+            f"{binary['false_positive_rate']:.4f}", f"{binary['roc_auc']:.4f}", f"{binary['recall_at_fpr_0.01']:.4f}",
+            recall("<200 chars"), recall(">1000 chars"), f"{result['unseen_mmlu_pro']['false_positive_rate']:.4f}",
+            f"{result['buried_attacks']['recall']:.4f}", f"{base['recall']:.4f} / {base['false_positive_rate']:.4f}"])
     print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "test_by_source")}, indent=2))
 
 

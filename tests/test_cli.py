@@ -80,3 +80,16 @@ def test_predict_and_evaluate_need_an_artifact(capsys, tmp_path: Path) -> None:
     assert code == 2 and "not a model directory" in err
     code, _, err = run(capsys, "evaluate", str(tmp_path))
     assert code == 2 and "no training_config.json" in err
+
+
+def test_task_defaults_fill_what_the_user_left_unset() -> None:
+    from routeclf.cli import build_parser
+    from routeclf.settings import TrainSettings, settings_from_args
+    from routeclf.tasks import get_task
+
+    args = build_parser().parse_args(["train", "pii", "--epochs", "3"])
+    settings = settings_from_args(TrainSettings, args).with_task_defaults(get_task("pii"))
+    assert (settings.epochs, settings.lr, settings.max_length, settings.ngram) == (3, 2e-4, 128, False)
+    category = settings_from_args(TrainSettings, build_parser().parse_args(["train", "category"]))
+    category = category.with_task_defaults(get_task("category"))
+    assert (category.epochs, category.lr, category.max_length, category.ngram) == (4, 8e-5, 64, True)

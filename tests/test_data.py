@@ -75,7 +75,7 @@ def test_unknown_label_is_named(tmp_path: Path) -> None:
 def test_too_few_examples_of_a_class(tmp_path: Path) -> None:
     rows = [r for r in synthetic_rows() if r["category"] != "history"]
     rows += [r for r in synthetic_rows() if r["category"] == "history"][:2]
-    with pytest.raises(DataError, match=r"fewer than 3 rows.*history \(2\)"):
+    with pytest.raises(DataError, match=r"fewer than 3 examples.*history \(2\)"):
         load_rows(_write(tmp_path, rows), CATEGORY)
 
 

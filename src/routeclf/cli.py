@@ -53,11 +53,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from routeclf.evaluation.evaluate import evaluate_artifact, save_evaluation
+    from routeclf.evaluation.entities import format_entity_table
     from routeclf.evaluation.metrics import format_report
 
     fields = {"text": args.text_field, "label": args.label_field, "id": args.id_field}
     metrics = evaluate_artifact(args.directory, args.data, args.split, fields)
-    print(format_report(metrics))
+    print(format_entity_table(metrics) if "micro_f1" in metrics else format_report(metrics))
     if args.output:
         args.output.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.output}")
@@ -73,7 +74,9 @@ def _threshold_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="data to recompute metrics on (default: the training data)")
     parser.add_argument("--min-accuracy", type=float, default=None)
     parser.add_argument("--min-macro-f1", type=float, default=None)
-    parser.add_argument("--min-class-f1", type=float, default=None, help="the worst class's F1")
+    parser.add_argument("--min-micro-f1", type=float, default=None, help="token tasks: entity-level micro-F1")
+    parser.add_argument("--min-class-f1", type=float, default=None,
+                        help="the worst class's F1 (token tasks: the worst type with at least 20 test entities)")
     parser.add_argument("--max-ece", type=float, default=None, help="expected calibration error on test")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
 
@@ -82,7 +85,7 @@ def _run_validation(args: argparse.Namespace):
     from routeclf.artifact.validate import Thresholds, validate_artifact
 
     labels = [x.strip() for x in args.require_labels.split(",") if x.strip()] if args.require_labels else None
-    thresholds = Thresholds(args.min_accuracy, args.min_macro_f1, args.min_class_f1, args.max_ece)
+    thresholds = Thresholds(args.min_accuracy, args.min_macro_f1, args.min_micro_f1, args.min_class_f1, args.max_ece)
     report = validate_artifact(args.directory, args.task, labels, args.data, thresholds)
     print(report.table())
     if args.report:
@@ -108,7 +111,10 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from routeclf.inference.predictor import Predictor
+    from dataclasses import asdict
+
+    from routeclf.inference import load_predictor
+    from routeclf.inference.entities import EntityPredictor, mask
 
     texts = list(args.texts)
     if args.file:
@@ -118,7 +124,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise RouteclfError(f"cannot read {args.file}: {exc}") from exc
     if not texts:
         raise RouteclfError("nothing to classify: give texts as arguments or --file")
-    predictor = Predictor(args.directory)
+    predictor = load_predictor(args.directory)
+    if isinstance(predictor, EntityPredictor):
+        for text, entities in zip(texts, predictor.entities(texts, args.threshold)):
+            found = [asdict(e) for e in entities]
+            print(json.dumps({"text": text, "entities": found, "masked_text": mask(text, entities)}, ensure_ascii=False))
+        return 0
     for text, result in zip(texts, predictor.predict(texts, args.top_k, args.threshold)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False))
     return 0

@@ -18,27 +18,36 @@ from routeclf.tasks.base import Task
 
 @dataclass
 class TrainSettings:
-    task: str = field(default="category", metadata={"help": "task to train (category)", "positional": True})
+    task: str = field(default="category", metadata={"help": "task to train: category, jailbreak or pii", "positional": True})
     data: str | None = field(
         default=None, metadata={"help": "hub dataset id or local .jsonl/.json/.csv/.parquet (default: the task's hub id)"}
     )
     out: str | None = field(default=None, metadata={"help": "artifact directory (default: models/<task>)"})
     method: Literal["full", "lora"] = field(default="full", metadata={"help": "full fine-tuning or LoRA (PEFT)"})
     base: str = field(default="minilm", metadata={"help": "base model: minilm (bundled, offline), a local path or a hub id"})
-    epochs: float = field(default=4.0, metadata={"help": "maximum training epochs (early stopping may end sooner)"})
-    lr: float = field(default=8e-5, metadata={"help": "peak learning rate (linear warmup, then linear decay)"})
+    epochs: float | None = field(
+        default=None,
+        metadata={"help": "maximum training epochs (early stopping may end sooner); the task's default: 4, pii 12"},
+    )
+    lr: float | None = field(
+        default=None,
+        metadata={"help": "peak learning rate (linear warmup, then linear decay); the task's default: 8e-5, pii 2e-4"},
+    )
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
     max_length: int | None = field(
         default=None,
-        metadata={"help": "maximum tokens per text (window) for the encoder; the task's default: 64 for category, 128 for jailbreak"},
+        metadata={"help": "maximum tokens per text (window) for the encoder; the task's default: 64 for category, 128 for jailbreak and pii"},
     )
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of steps spent warming up the learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
-    patience: int = field(default=2, metadata={"help": "early stopping: epochs without a better validation macro-F1"})
+    patience: int = field(
+        default=2,
+        metadata={"help": "early stopping: epochs without a better validation macro-F1 (token tasks: entity micro-F1)"},
+    )
     max_samples: int | None = field(
         default=None, metadata={"help": "train on a seeded, label-stratified sample of this many rows (every label kept)"}
     )
@@ -52,7 +61,12 @@ class TrainSettings:
     ngram: bool | None = field(
         default=None,
         metadata={"help": "also fit a word+char n-gram linear model and blend it with the encoder (weight chosen on "
-                          "validation); the task's default: on for category, off for jailbreak"},
+                          "validation); the task's default: on for category and jailbreak, off (not available) for pii"},
+    )
+    augment: bool = field(
+        default=True,
+        metadata={"help": "add the task's training-only extra rows, made from the train split (jailbreak: attacks "
+                          "after benign text, and benign texts joined); --no-augment to train on the split alone"},
     )
     abstain_accuracy: float = field(
         default=0.95,
@@ -72,6 +86,8 @@ class TrainSettings:
         return dataclasses.replace(
             self,
             max_length=self.max_length or task.default_max_length,
+            epochs=self.epochs or task.default_epochs,
+            lr=self.lr or task.default_lr,
             ngram=task.default_ngram if self.ngram is None else self.ngram,
         )
 
@@ -137,10 +153,10 @@ def settings_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def validate_settings(s: TrainSettings) -> None:
-    positive = {"epochs": s.epochs, "lr": s.lr, "batch_size": s.batch_size, "eval_batch_size": s.eval_batch_size,
-                "lora_r": s.lora_r, "lora_alpha": s.lora_alpha}
-    if s.max_length is not None:
-        positive["max_length"] = s.max_length
+    positive = {"batch_size": s.batch_size, "eval_batch_size": s.eval_batch_size, "lora_r": s.lora_r,
+                "lora_alpha": s.lora_alpha}
+    # None: the task's default, filled in later.
+    positive |= {k: v for k, v in (("epochs", s.epochs), ("lr", s.lr), ("max_length", s.max_length)) if v is not None}
     for name, value in positive.items():
         if not value > 0:
             raise RouteclfError(f"{_flag(name)} must be positive, got {value}")

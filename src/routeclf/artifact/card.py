@@ -9,39 +9,7 @@ from typing import Any
 from routeclf.artifact.writer import read_json
 from routeclf.tasks import Task
 
-CARD = Template("""---
-library_name: transformers
-pipeline_tag: text-classification
-base_model: $base
-license: apache-2.0
-tags: [routeclf, llm-router, $task]
----
-
-# routeclf $task classifier
-
-Classifies a request into one of $n_labels labels for an LLM router: $labels.
-Fallback label (used when a caller abstains on low confidence): `$fallback`.
-
-## Data and split
-
-- Data: `$data` (sha256 of the loaded rows `$sha256`, $n_rows rows$sampled)
-- Split: grouped by normalised text (copies of one text never sit in two splits), stratified by
-  label, ratios $ratios, seed $seed. Ids of every split are in `split.json`.
-- Rows: $split_sizes
-- Leakage audit: 0 shared ids, 0 exact and 0 normalised duplicate texts across splits;
-  $near near-duplicate pairs (TF-IDF cosine >= $near_threshold) reported in `split.json`.
-
-Checkpoints were chosen on the validation split; the test split was read once, for the figures below.
-
-## Training
-
-- Base: `$base` (sha256 of weights `$base_sha`)
-- Method: $method; epochs up to $epochs (best epoch $best_epoch, early stopping on validation macro-F1);
-  learning rate $lr, batch size $batch_size, max length $max_length tokens$lora
-- $ngram
-- Wall time: $seconds s
-
-## Results
+SEQUENCE_RESULTS = Template("""## Results
 
 | data | n | accuracy | macro-F1 | weighted-F1 | loss | ECE (calibrated) | ECE before |
 |---|---|---|---|---|---|---|---|
@@ -73,17 +41,82 @@ $per_class
 
 ![confusion matrix](confusion_matrix.png)
 
+""")
+
+TOKEN_RESULTS = Template("""## Results
+
+Entities count only with exact character span and type. Word-level ECE is over each word's tag.
+
+| data | texts | entities | micro precision | micro recall | micro-F1 | macro-F1 | word ECE (calibrated) | before |
+|---|---|---|---|---|---|---|---|---|
+$summary
+
+`validation` chose the checkpoint, the temperature and the threshold; `test` was held out from
+all of it (its templates are in no other split).$extra_note
+
+## Calibration
+
+Temperature $temperature, fitted on validation words. Entities whose mean word confidence is
+below $threshold are dropped (the threshold with the best validation micro-F1).
+
+![reliability diagram](reliability_diagram.png)
+
+## Entity types (test)
+
+| type | precision | recall | F1 | support | predicted |
+|---|---|---|---|---|---|
+$per_class
+
+Source types mapped to these (`source_type_map.json`; `None` is left unlabelled): $type_map
+
+## Slices (test)
+
+$slices
+
+![type confusion, word level](confusion_matrix.png)
+
+""")
+
+CARD = Template("""---
+library_name: transformers
+pipeline_tag: $pipeline_tag
+base_model: $base
+license: apache-2.0
+tags: [routeclf, llm-router, $task]
+---
+
+# routeclf $task classifier
+
+$purpose
+
+## Data and split
+
+- Data: `$data` (sha256 of the loaded rows `$sha256`, $n_rows rows$sampled)
+- Split: $split_rule, ratios $ratios, seed $seed. Ids of every split are in `split.json`.
+- Rows: $split_sizes
+- Leakage audit: 0 shared ids, 0 exact and 0 normalised duplicate texts across splits;
+  $near near-duplicate pairs (TF-IDF cosine >= $near_threshold) reported in `split.json`.
+
+Checkpoints were chosen on the validation split; the test split was read once, for the figures below.
+
+## Training
+
+- Base: `$base` (sha256 of weights `$base_sha`)
+- Method: $method; epochs up to $epochs (best epoch $best_epoch, early stopping on validation $selection);
+  learning rate $lr, batch size $batch_size, max length $max_length tokens$lora
+- $ngram
+- Wall time: $seconds s
+
+$results
 ## How to load
 
 ```python
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-model = AutoModelForSequenceClassification.from_pretrained("PATH")
+from transformers import $auto_class, AutoTokenizer
+model = $auto_class.from_pretrained("PATH")
 tokenizer = AutoTokenizer.from_pretrained("PATH")
 ```
 
-Plain transformers loads the encoder alone (no peft needed; LoRA weights are merged). The
-figures above are for `routeclf predict PATH "text"`, which also applies the n-gram blend when the
-artifact has an `ngram/` folder. The vLLM semantic router reads `label_mapping.json`$mapping_note.
+Plain transformers loads the encoder alone (no peft needed; LoRA weights are merged). $predict_note The vLLM semantic router reads `label_mapping.json`$mapping_note.
 
 Versions: $versions
 """)
@@ -120,10 +153,59 @@ def _detector_rows(metrics: dict[str, Any]) -> str:
 def _slice_tables(test: dict[str, Any]) -> str:
     parts = []
     for kind, slices in test.get("slices", {}).items():
-        lines = [f"By {kind}:", "", f"| {kind} | n | accuracy | macro-F1 |", "|---|---|---|---|"]
-        lines += [f"| {key} | {v['n']} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} |" for key, v in slices.items()]
-        parts.append("\n".join(lines))
+        if all("micro_f1" in v for v in slices.values()):
+            head = [f"| {kind} | texts | entities | micro-F1 |", "|---|---|---|---|"]
+            body = [f"| {key} | {v['n']} | {v['n_entities']} | {v['micro_f1']:.4f} |" for key, v in slices.items()]
+        else:
+            head = [f"| {kind} | n | accuracy | macro-F1 |", "|---|---|---|---|"]
+            body = [f"| {key} | {v['n']} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} |" for key, v in slices.items()]
+        parts.append("\n".join([f"By {kind}:", "", *head, *body]))
     return "\n\n".join(parts)
+
+
+def _extra_note(sections: dict[str, dict[str, Any]]) -> str:
+    others = [f"`{name}`: {m['data']['source']}" for name, m in sections.items() if "data" in m]
+    return (" Other rows are evaluation-only data sets (never trained or tuned on): " + "; ".join(others)) if others else ""
+
+
+def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
+    test = metrics["test"]
+    return SEQUENCE_RESULTS.substitute(
+        summary=_summary_rows(metrics),
+        extra_note=_extra_note(_sections(metrics)),
+        temperature=f"{calibration['temperature']:.3f}",
+        threshold=f"{calibration['threshold']:.3f}",
+        fallback=task.fallback_label,
+        threshold_rows=_threshold_rows(metrics),
+        detector=_detector_rows(metrics),
+        slices=_slice_tables(test),
+        per_class="\n".join(
+            f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+            for label, r in test["per_class"].items()
+        ),
+    )
+
+
+def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
+    sections = {name: m for name, m in metrics.items() if isinstance(m, dict) and "micro_f1" in m}
+    test = metrics["test"]
+    return TOKEN_RESULTS.substitute(
+        summary="\n".join(
+            f"| {name} | {m['n']} | {m['n_entities']} | {m['micro_precision']:.4f} | {m['micro_recall']:.4f} | "
+            f"{m['micro_f1']:.4f} | {m['macro_f1']:.4f} | {m.get('ece', float('nan')):.4f} | "
+            f"{m.get('ece_uncalibrated', float('nan')):.4f} |"
+            for name, m in sections.items()
+        ),
+        extra_note=_extra_note(sections),
+        temperature=f"{calibration['temperature']:.3f}",
+        threshold=f"{calibration['threshold']:.2f}",
+        per_class="\n".join(
+            f"| {kind} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} | {r['predicted']} |"
+            for kind, r in test["per_class"].items()
+        ),
+        type_map=", ".join(f"{k} -> {v}" for k, v in (task.source_type_map or {}).items()),
+        slices=_slice_tables(test),
+    )
 
 
 def write_model_card(directory: Path, task: Task) -> None:
@@ -133,13 +215,32 @@ def write_model_card(directory: Path, task: Task) -> None:
     metrics = read_json(directory / "metrics.json")
     calibration = read_json(directory / "calibration.json")
     s = config["settings"]
-    test = metrics["test"]
     blend = config.get("ngram_blend")
+    token_task = task.problem_type == "token"
+    if token_task:
+        purpose = (f"Finds personal data in a request for an LLM router: BIO tags over {len(task.entity_types)} "
+                   f"entity types ({', '.join(f'`{t}`' for t in task.entity_types)}), returned as character spans.")
+        split_rule = ("grouped by template (sentences generated from one template never sit in two splits; "
+                      "without a template, by normalised text), stratified by each row's rarest entity type")
+        predict_note = ("The figures above are for `routeclf predict PATH \"text\"`: words are read from their first "
+                        "sub-token, long texts in overlapping windows, and words merge into character spans.")
+    else:
+        purpose = (f"Classifies a request into one of {len(task.labels)} labels for an LLM router: "
+                   + ", ".join(f"`{label}`" for label in task.labels)
+                   + f".\nFallback label (used when a caller abstains on low confidence): `{task.fallback_label}`.")
+        split_rule = ("grouped by normalised text (copies of one text never sit in two splits), stratified by "
+                      "label")
+        predict_note = ("The figures above are for `routeclf predict PATH \"text\"`, which also applies the n-gram "
+                        "blend when the artifact has an `ngram/` folder.")
     card = CARD.substitute(
         task=task.name,
-        n_labels=len(task.labels),
-        labels=", ".join(f"`{label}`" for label in task.labels),
-        fallback=task.fallback_label,
+        purpose=purpose,
+        split_rule=split_rule,
+        pipeline_tag="token-classification" if token_task else "text-classification",
+        auto_class="AutoModelForTokenClassification" if token_task else "AutoModelForSequenceClassification",
+        predict_note=predict_note,
+        selection="entity micro-F1" if token_task else "macro-F1",
+        results=(_token_results if token_task else _sequence_results)(metrics, calibration, task),
         data=manifest["data_source"],
         sha256=manifest["data_sha256"],
         n_rows=manifest["n_rows"],
@@ -164,22 +265,6 @@ def write_model_card(directory: Path, task: Task) -> None:
             else "No n-gram blend: the encoder alone"
         ),
         seconds=config["train_seconds"],
-        summary=_summary_rows(metrics),
-        extra_note=(
-            " Other rows are evaluation-only data sets (never trained or tuned on): "
-            + "; ".join(f"`{name}`: {m['data']['source']}" for name, m in _sections(metrics).items() if "data" in m)
-            if any("data" in m for m in _sections(metrics).values())
-            else ""
-        ),
-        temperature=f"{calibration['temperature']:.3f}",
-        threshold=f"{calibration['threshold']:.3f}",
-        threshold_rows=_threshold_rows(metrics),
-        detector=_detector_rows(metrics),
-        slices=_slice_tables(test),
-        per_class="\n".join(
-            f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
-            for label, r in test["per_class"].items()
-        ),
         mapping_note=f" and `{task.mapping_file}`" if task.mapping_file else "",
         versions=", ".join(f"{k} {v}" for k, v in config["versions"].items()),
     )

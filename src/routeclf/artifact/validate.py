@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from routeclf.artifact.writer import REQUIRED_FILES, label_mappings, read_json
+from routeclf.artifact.writer import REQUIRED_FILES, SOURCE_TYPE_MAP_FILE, label_mappings, read_json
 from routeclf.errors import RouteclfError
 from routeclf.tasks import Task, get_task
 
@@ -36,8 +36,15 @@ class CannotRun(Exception):
 class Thresholds:
     min_accuracy: float | None = None
     min_macro_f1: float | None = None
+    min_micro_f1: float | None = None  # token tasks: entity-level micro-F1
     min_class_f1: float | None = None
     max_ece: float | None = None
+
+
+# Token tasks: the worst-type check skips types with fewer test entities than this (too few to judge).
+MIN_TYPE_SUPPORT = 20
+# The figures `metrics.json` must reproduce, per problem type.
+REPRODUCED = {"sequence": ("n", "accuracy", "macro_f1"), "token": ("n", "n_entities", "micro_f1", "macro_f1")}
 
 
 @dataclass
@@ -68,7 +75,8 @@ class Report:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        summary = {k: v for k, v in (self.recomputed or {}).items() if k in ("n", "accuracy", "macro_f1", "ece")}
+        keys = ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece")
+        summary = {k: v for k, v in (self.recomputed or {}).items() if k in keys}
         return {"directory": self.directory, "task": self.task, "exit_code": self.exit_code,
                 "passed": self.exit_code == 0, "checks": [asdict(c) for c in self.checks], "recomputed_test": summary}
 
@@ -120,6 +128,8 @@ class Validator:
         expected = list(REQUIRED_FILES) + list(label_mappings(self.task))
         if self.task.positive_label:
             expected.append("roc_curve.png")
+        if self.task.source_type_map:
+            expected.append(SOURCE_TYPE_MAP_FILE)
         if (self.directory / "training_config.json").is_file():
             config = _json(self.directory, "training_config.json")
             if config.get("settings", {}).get("method") == "lora":
@@ -186,11 +196,11 @@ class Validator:
         return f"{total} tensors finite"
 
     def predictor(self):
-        from routeclf.inference.predictor import Predictor
+        from routeclf.inference import load_predictor
 
         if self._predictor is None:
             try:
-                self._predictor = Predictor(self.directory)
+                self._predictor = load_predictor(self.directory, self.task.problem_type)
             except (OSError, ValueError, RuntimeError) as exc:
                 raise CannotRun(f"cannot load the model or tokenizer: {exc}") from exc
         return self._predictor
@@ -198,7 +208,8 @@ class Validator:
     def check_deterministic(self) -> str:
         predictor = self.predictor()
         first, second = predictor.logits(list(PROBE_TEXTS)), predictor.logits(list(PROBE_TEXTS))
-        if first.shape != (len(PROBE_TEXTS), len(predictor.labels)):
+        rows = first.shape[0] if self.task.problem_type == "token" else len(PROBE_TEXTS)  # token tasks: one per word
+        if first.shape != (rows, len(predictor.labels)) or not rows:
             raise CheckFailed(f"logits shape {first.shape} does not match {len(predictor.labels)} labels")
         if not np.isfinite(first).all():
             raise CheckFailed("the model outputs non-finite scores")
@@ -239,24 +250,29 @@ class Validator:
         self.report.recomputed = recomputed
         differences = [
             f"{key} {saved.get(key)} saved vs {recomputed[key]} recomputed"
-            for key in ("n", "accuracy", "macro_f1")
+            for key in REPRODUCED[self.task.problem_type]
             if saved.get(key) is None or abs(float(saved[key]) - float(recomputed[key])) > 1e-6
         ]
         if saved.get("confusion_matrix") != recomputed["confusion_matrix"]:
             differences.append("confusion matrix differs")
         if differences:
             raise CheckFailed("metrics.json does not match the saved test ids: " + "; ".join(differences))
-        return f"test n={recomputed['n']} accuracy {recomputed['accuracy']:.4f} reproduced; data sha256 matches"
+        headline = "micro_f1" if self.task.problem_type == "token" else "accuracy"
+        return f"test n={recomputed['n']} {headline} {recomputed[headline]:.4f} reproduced; data sha256 matches"
 
     def check_thresholds(self) -> str:
         test = self.report.recomputed or _json(self.directory, "metrics.json").get("test", {})
         t = self.thresholds
         failures, notes = [], []
-        worst = min(test["per_class"].items(), key=lambda kv: kv[1]["f1"]) if test.get("per_class") else None
+        floor = MIN_TYPE_SUPPORT if self.task.problem_type == "token" else 0
+        judged = {k: v for k, v in test.get("per_class", {}).items() if v["support"] >= floor}
+        worst = min(judged.items(), key=lambda kv: kv[1]["f1"]) if judged else None
+        kind = f"type with >= {floor} test entities" if floor else "class"
         measured = {
             "accuracy": (test.get("accuracy"), t.min_accuracy, ">="),
             "macro-F1": (test.get("macro_f1"), t.min_macro_f1, ">="),
-            f"worst class F1 ({worst[0] if worst else '-'})": (worst[1]["f1"] if worst else None, t.min_class_f1, ">="),
+            "entity micro-F1": (test.get("micro_f1"), t.min_micro_f1, ">="),
+            f"worst {kind} F1 ({worst[0] if worst else '-'})": (worst[1]["f1"] if worst else None, t.min_class_f1, ">="),
             "ECE": (test.get("ece"), t.max_ece, "<="),
         }
         for name, (value, limit, op) in measured.items():

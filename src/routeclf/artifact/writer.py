@@ -29,6 +29,10 @@ REQUIRED_FILES = (
 )
 
 
+# Token tasks: how the data's entity types were mapped to the model's (None: left unlabelled).
+SOURCE_TYPE_MAP_FILE = "source_type_map.json"
+
+
 def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 

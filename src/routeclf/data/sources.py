@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from routeclf.data.alignment import Span
 from routeclf.errors import DataError
 from routeclf.tasks.base import Task
 
@@ -26,9 +27,10 @@ _WHITESPACE = re.compile(r"\s+")
 class Row:
     id: str
     text: str
-    label: str
+    label: str  # the class; for token tasks the stratum the split balances (see tasks/pii.py)
     group: str
     source: str
+    spans: tuple[Span, ...] = ()  # token tasks: the entities in `text`
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ def rows_sha256(rows: list[Row]) -> str:
     """Fingerprint of what was loaded (ids, texts, labels), independent of the file's format."""
     digest = hashlib.sha256()
     for row in rows:
-        digest.update(json.dumps([row.id, row.text, row.label], ensure_ascii=False).encode())
+        fields = [row.id, row.text, row.label] + ([list(map(list, row.spans))] if row.spans else [])
+        digest.update(json.dumps(fields, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -109,6 +112,8 @@ def load_rows(
     least `task.min_examples_per_label` rows. Evaluation data (an out-of-distribution file) may
     hold a subset, but never an unknown label.
     """
+    if not data:
+        raise DataError(f"no data given for the {task.name} task; pass --data")
     if task.folder_loader is not None and Path(data).is_dir():
         loaded = task.folder_loader(Path(data), task)
         if require_all_labels:
@@ -118,6 +123,11 @@ def load_rows(
     records = read_records(data, task.hub_split)
     if not records:
         raise DataError(f"{data} holds no rows")
+    if task.records_loader is not None:
+        loaded = task.records_loader(records, data, task, fields)
+        if require_all_labels:
+            check_label_coverage(loaded.rows, task, data)
+        return loaded
     columns = set(records[0])
     for role, column in (("text", fields.text), ("label", fields.label)):
         if column not in columns:
@@ -165,17 +175,22 @@ def load_rows(
 
 
 def check_label_coverage(rows: list[Row], task: Task, where: str) -> None:
-    counts = Counter(row.label for row in rows)
-    missing = [label for label in task.labels if counts[label] == 0]
+    """Every label (token tasks: every entity type) has at least `min_examples_per_label` rows
+    (entities)."""
+    if task.problem_type == "token":
+        counts, required, kind = Counter(s[2] for row in rows for s in row.spans), task.entity_types, "entity types"
+    else:
+        counts, required, kind = Counter(row.label for row in rows), task.labels, "labels"
+    missing = [label for label in required if counts[label] == 0]
     if missing:
         raise DataError(
-            f"{where}: {len(missing)} of the {len(task.labels)} {task.name} labels have no rows: "
+            f"{where}: {len(missing)} of the {len(required)} {task.name} {kind} have no examples: "
             f"{', '.join(missing)}. A model trained on it could never predict them."
         )
-    scarce = {label: counts[label] for label in task.labels if counts[label] < task.min_examples_per_label}
+    scarce = {label: counts[label] for label in required if counts[label] < task.min_examples_per_label}
     if scarce:
         listed = ", ".join(f"{label} ({n})" for label, n in scarce.items())
         raise DataError(
-            f"{where}: labels with fewer than {task.min_examples_per_label} rows cannot be split into "
+            f"{where}: {kind} with fewer than {task.min_examples_per_label} examples cannot be split into "
             f"train, validation and test: {listed}"
         )

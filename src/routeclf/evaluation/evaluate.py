@@ -15,6 +15,8 @@ from routeclf.data.split import SPLITS, apply_manifest, read_manifest
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.calibration import above_threshold, reliability
 from routeclf.evaluation.metrics import binary_metrics, classification_metrics, softmax
+from routeclf.evaluation.entities import score_entity_rows
+from routeclf.inference import load_predictor
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import Task, get_task
 
@@ -40,10 +42,12 @@ def _slice_metrics(y: np.ndarray, y_pred: np.ndarray, keys: list[str], positive:
 
 def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, Any]:
     """Metrics, calibration, abstain threshold and slices for one set of labelled rows."""
+    if task.problem_type == "token":
+        return score_entity_rows(predictor, rows, task)
     texts = [r.text for r in rows]
     y = np.array([task.label2id[r.label] for r in rows])
-    encoder = predictor.encoder_logits(texts, progress=len(texts) > 1000)
-    scores = predictor.combine(texts, encoder, calibrated=False)
+    windows = predictor.windows(texts, progress=len(texts) > 1000)
+    scores = predictor.scores(windows, calibrated=False)
     raw, probabilities = softmax(scores), softmax(scores / predictor.temperature)
     metrics = classification_metrics(task.labels, y, probabilities)
     curve = reliability(probabilities, y)
@@ -51,7 +55,7 @@ def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, A
     metrics["ece_uncalibrated"] = reliability(raw, y)["ece"]
     metrics["reliability_bins"] = curve["bins"]
     if predictor.ngram is not None:
-        metrics["encoder_only_accuracy"] = float((encoder.argmax(1) == y).mean())
+        metrics["encoder_only_accuracy"] = float((predictor.reduce(windows, windows.encoder).argmax(1) == y).mean())
     positive = task.label2id[task.positive_label] if task.positive_label else None
     if positive is None:
         metrics["above_threshold"] = above_threshold(probabilities, y, predictor.threshold)
@@ -115,7 +119,7 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     task, _ = artifact_task(directory)
     data, rows = load_for_artifact(directory, data_source, split, fields)
-    metrics = score_rows(predictor or Predictor(directory), rows, task)
+    metrics = score_rows(predictor or load_predictor(directory, task.problem_type), rows, task)
     metrics["data"] = {"source": data.source, "sha256": data.sha256, "split": split}
     return metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,17 @@ from routeclf.training.ngram import NgramModel, blend
 NGRAM_DIR = "ngram"
 CALIBRATION_FILE = "calibration.json"
 BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+@dataclass
+class Windows:
+    """The pieces a batch of texts was scored in: one per text, or several overlapping windows
+    per text for detector tasks. `owners[i]` is the text window `i` belongs to."""
+
+    pieces: list[str]
+    owners: np.ndarray
+    encoder: np.ndarray  # raw encoder logits per piece
+    n_texts: int
 
 
 class Predictor:
@@ -75,13 +87,9 @@ class Predictor:
         return read_json(path) if path.is_file() else {}
 
     @torch.inference_mode()
-    def encoder_logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Raw encoder logits; batches are formed by length so padding stays small.
-
-        For detector tasks a text longer than `max_length` tokens is scored over overlapping
-        windows that cover all of it, and the window most likely to be an attack gives the
-        text's logits: an attack after a long benign preamble is not cut off.
-        """
+    def windows(self, texts: list[str], progress: bool = False) -> Windows:
+        """Encoder logits for every window of every text; batches are formed by length so padding
+        stays small. Only detector tasks cut texts into windows (see `_windows`)."""
         pieces, owners = self._windows(texts)
         order = np.argsort([len(t) for t in pieces], kind="stable")
         scores = np.zeros((len(pieces), len(self.labels)), dtype=np.float32)
@@ -89,17 +97,35 @@ class Predictor:
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
             index = order[start : start + self.batch_size]
             scores[index] = self._forward([pieces[i] for i in index])
-        if len(pieces) == len(texts):
+        return Windows(pieces, np.asarray(owners), scores, len(texts))
+
+    def reduce(self, windows: Windows, scores: np.ndarray) -> np.ndarray:
+        """One row of scores per text: the window most likely to be an attack speaks for the
+        text, so an attack after a long benign preamble is not cut off or averaged away."""
+        if len(windows.pieces) == windows.n_texts:
             return scores
         positive = self.labels.index(self.positive_label)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        best = np.full(len(texts), -np.inf)
         risk = softmax(scores)[:, positive]
-        for window, owner in enumerate(owners):
-            if risk[window] > best[owner]:
-                best[owner] = risk[window]
-                out[owner] = scores[window]
-        return out
+        best = np.full(windows.n_texts, -1)
+        for window, owner in enumerate(windows.owners):
+            if best[owner] < 0 or risk[window] > risk[best[owner]]:
+                best[owner] = window
+        return scores[best]
+
+    def encoder_logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """The encoder's own logits per text, without the n-gram companion or temperature."""
+        windows = self.windows(texts, progress)
+        return self.reduce(windows, windows.encoder)
+
+    def scores(self, windows: Windows, weight: float | None = None, calibrated: bool = True) -> np.ndarray:
+        """Final scores per text: each window's encoder logits blended with the n-gram model's
+        reading of the same window, reduced to one row per text, then temperature-scaled."""
+        scores = windows.encoder
+        weight = self.ngram_weight if weight is None else weight
+        if self.ngram is not None and weight > 0:
+            scores = blend(scores, self.ngram.logits(windows.pieces), weight)
+        scores = self.reduce(windows, scores)
+        return scores / self.temperature if calibrated else scores
 
     def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Texts cut into overlapping token windows (detector tasks only), and each window's text."""
@@ -133,15 +159,8 @@ class Predictor:
         feed = {name: encoded[name].astype(np.int64) for name in self.session_inputs}
         return self.session.run(None, feed)[0].astype(np.float32)
 
-    def combine(self, texts: list[str], encoder_logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        """Final scores from encoder logits: blended with the n-gram model if any, then temperature-scaled."""
-        scores = encoder_logits
-        if self.ngram is not None:
-            scores = blend(encoder_logits, self.ngram.logits(texts), self.ngram_weight)
-        return scores / self.temperature if calibrated else scores
-
-    def logits(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return self.combine(texts, self.encoder_logits(texts, progress))
+    def logits(self, texts: list[str], progress: bool = False, calibrated: bool = True) -> np.ndarray:
+        return self.scores(self.windows(texts, progress), calibrated=calibrated)
 
     def predict_proba(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return softmax(self.logits(texts, progress))

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routeclf.serving.batching import MicroBatcher
@@ -53,17 +53,30 @@ class Options(BaseModel):
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+class PiiOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entity_types: list[StrictStr] | None = None
+    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    mask: bool = True
+
+
 class IntentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StrictStr
     options: Options | None = None
 
 
+class PiiRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr
+    options: PiiOptions | None = None
+
+
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[StrictStr]
     task_type: StrictStr = "intent"
-    options: Options | None = None
+    options: dict[str, Any] | None = None  # the task's options (as in its single-text endpoint)
 
 
 class BodyLimit:
@@ -158,16 +171,22 @@ class ModelSlot:
         self.predictor = None
         self.error: str | None = None
         self.batcher: MicroBatcher | None = None
+        self._scorer: Any = None
 
     def load(self) -> None:
-        from routeclf.inference.predictor import Predictor
+        from routeclf.inference import load_predictor
+        from routeclf.tasks import get_task
 
         try:
-            predictor = Predictor(self.directory, backend=self.config.backend)
-            expected = TASK_TYPES[self.task_type]
-            if predictor.task_name not in (None, expected):
-                raise ValueError(f"{self.directory} holds a {predictor.task_name} model, not {expected}")
-            predictor.predict_proba(WARMUP_TEXTS)
+            expected = get_task(TASK_TYPES[self.task_type])
+            if expected.problem_type == "token":  # token tasks are served with torch (no ONNX export yet)
+                predictor = load_predictor(self.directory, "token")
+            else:
+                predictor = load_predictor(self.directory, "sequence", backend=self.config.backend)
+            if predictor.task_name not in (None, expected.name):
+                raise ValueError(f"{self.directory} holds a {predictor.task_name} model, not {expected.name}")
+            self._scorer = predictor.word_scores if expected.problem_type == "token" else predictor.predict_proba
+            self._scorer(WARMUP_TEXTS)
             self.predictor = predictor
         except Exception as exc:  # reported by /ready and by 503s; the service stays up
             self.error = f"{type(exc).__name__}: {exc}"
@@ -180,7 +199,9 @@ class ModelSlot:
         self.batcher.start()
 
     def _score(self, texts: list[str]) -> list[Any]:
-        return list(self.predictor.predict_proba(texts))
+        """Per text: class probabilities, or (token tasks) word scores that each request then
+        turns into entities with its own options."""
+        return list(self._scorer(texts))
 
     async def probabilities(self, texts: list[str]) -> list[Any]:
         if self.predictor is None or self.batcher is None:
@@ -205,7 +226,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 await slot.batcher.stop()
 
     app = FastAPI(title="routeclf", version="0.1.0", lifespan=lifespan,
-                  description="Request classification for LLM routers: category and jailbreak (PII to come).")
+                  description="Request classification for LLM routers: category, jailbreak and PII.")
     app.state.slots = slots
 
     def failed(request: Request, status: int, kind: str, message: str) -> JSONResponse:
@@ -298,10 +319,34 @@ def create_app(config: ServeConfig) -> FastAPI:
         (probabilities,) = await slot.probabilities([body.text])
         return security_result(slot, probabilities, body.options, (time.perf_counter() - started) * 1000)
 
+    def pii_result(slot: ModelSlot, text: str, scores, options: PiiOptions | None, elapsed_ms: float) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from routeclf.inference.entities import mask
+
+        predictor = slot.predictor
+        options = options or PiiOptions()
+        if options.entity_types is not None:
+            unknown = sorted(set(options.entity_types) - set(predictor.entity_types))
+            if unknown:
+                raise ApiError(422, "unknown_entity_type", f"unknown entity types {', '.join(unknown)}; "
+                               f"the model finds {', '.join(predictor.entity_types)}")
+        (entities,) = predictor.entities([text], options.confidence_threshold, options.entity_types, [scores])
+        return {
+            "has_pii": bool(entities),
+            "entities": [asdict(e) for e in entities],
+            "masked_text": mask(text, entities) if options.mask else None,
+            "threshold": predictor.threshold if options.confidence_threshold is None else options.confidence_threshold,
+            "processing_time_ms": round(elapsed_ms, 3),
+        }
+
     @app.post("/api/v1/classify/pii")
-    async def classify_pii() -> dict[str, Any]:
-        slot_for("pii")
-        raise ApiError(503, "model_not_loaded", "the pii task is not available in this version")
+    async def classify_pii(body: PiiRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        slot = slot_for("pii")
+        check_texts([body.text])
+        (scores,) = await slot.probabilities([body.text])
+        return pii_result(slot, body.text, scores, body.options, (time.perf_counter() - started) * 1000)
 
     @app.post("/api/v1/classify/batch")
     async def classify_batch(body: BatchRequest) -> dict[str, Any]:
@@ -312,11 +357,17 @@ def create_app(config: ServeConfig) -> FastAPI:
         if len(body.texts) > config.max_batch_items:
             raise ApiError(413, "batch_too_large", f"{len(body.texts)} texts; the limit is {config.max_batch_items}")
         check_texts(body.texts)
-        if body.task_type not in RESULTS:
-            raise ApiError(503, "model_not_loaded", f"the {body.task_type} task is not available in this version")
-        probabilities = await slot.probabilities(body.texts)
+        schema = PiiOptions if body.task_type == "pii" else Options
+        try:
+            options = schema.model_validate(body.options) if body.options is not None else None
+        except ValidationError as exc:
+            raise RequestValidationError([dict(e, loc=("body", "options", *e["loc"])) for e in exc.errors()]) from exc
+        scores = await slot.probabilities(body.texts)
         elapsed = (time.perf_counter() - started) * 1000
-        results = [RESULTS[body.task_type](slot, p, body.options, elapsed) for p in probabilities]
+        if body.task_type == "pii":
+            results = [pii_result(slot, t, x, options, elapsed) for t, x in zip(body.texts, scores)]
+        else:
+            results = [RESULTS[body.task_type](slot, x, options, elapsed) for x in scores]
         return {"results": results, "total_count": len(results), "task_type": body.task_type,
                 "processing_time_ms": round(elapsed, 3)}
 
@@ -346,8 +397,10 @@ def create_app(config: ServeConfig) -> FastAPI:
                 test = read_json(slot.directory / "metrics.json")["test"]
                 entry.update(
                     task=training["task"], labels=training["labels"], base_model=training["base_model"]["name"],
-                    data_sha256=read_json(slot.directory / "split.json")["data_sha256"], backend=config.backend,
-                    test_metrics={k: test[k] for k in ("n", "accuracy", "macro_f1", "ece") if k in test},
+                    data_sha256=read_json(slot.directory / "split.json")["data_sha256"],
+                    backend="torch" if training.get("problem_type") == "token" else config.backend,
+                    test_metrics={k: test[k] for k in ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece")
+                                  if k in test},
                 )
             models.append(entry)
         return {"models": models}

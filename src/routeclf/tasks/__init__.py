@@ -4,8 +4,9 @@ from routeclf.errors import RouteclfError
 from routeclf.tasks.base import Task
 from routeclf.tasks.category import CATEGORY
 from routeclf.tasks.jailbreak import JAILBREAK
+from routeclf.tasks.pii import PII
 
-TASKS: dict[str, Task] = {task.name: task for task in (CATEGORY, JAILBREAK)}
+TASKS: dict[str, Task] = {task.name: task for task in (CATEGORY, JAILBREAK, PII)}
 
 
 def get_task(name: str) -> Task:

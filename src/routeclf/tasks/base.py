@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from routeclf.data.sources import LoadedData
+    from routeclf.data.sources import Fields, LoadedData, Row
 
 ProblemType = Literal["sequence", "token"]
 
@@ -33,11 +33,20 @@ class Task:
     min_examples_per_label: int = 3
     # Builds the task's rows from a folder laid out like the shared data folder (several sources).
     folder_loader: Callable[[Path, Task], LoadedData] | None = None
+    # Builds rows from a file's or hub dataset's records when a label column is not enough
+    # (token tasks read entity spans).
+    records_loader: Callable[[list[dict], str, Task, Fields], LoadedData] | None = None
+    # Extra training rows made from the train split alone (never validation or test).
+    train_augment: Callable[[list[Row], int], list[Row]] | None = None
+    # Token tasks: the data's entity types -> the model's (None: left unlabelled).
+    source_type_map: Mapping[str, str | None] | None = None
     # Detectors (one label is "the attack"): binary metrics, a threshold set for a false-positive
     # rate, and long texts scored over windows with the most alarming window winning.
     positive_label: str | None = None
     # Training defaults that depend on the data (used when the user gives none).
     default_max_length: int = 64
+    default_epochs: float = 4.0
+    default_lr: float = 8e-5
     default_ngram: bool = True
     # Length bands for sliced reports: (name, lowest, highest or None), counted in `length_unit`.
     length_unit: Literal["words", "chars"] = "words"
@@ -56,6 +65,11 @@ class Task:
     def length_band(self, text: str) -> str:
         size = len(text.split()) if self.length_unit == "words" else len(text)
         return next(name for name, low, high in self.length_bands if size >= low and (high is None or size <= high))
+
+    @property
+    def entity_types(self) -> tuple[str, ...]:
+        """Token tasks: the entity types behind the BIO labels."""
+        return tuple(sorted({label[2:] for label in self.labels if label[:2] in ("B-", "I-")}))
 
     @property
     def label2id(self) -> dict[str, int]:

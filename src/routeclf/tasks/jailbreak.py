@@ -18,7 +18,7 @@ from routeclf.errors import DataError
 from routeclf.tasks.base import Task
 
 if TYPE_CHECKING:
-    from routeclf.data.sources import LoadedData
+    from routeclf.data.sources import LoadedData, Row
 
 JACKHHAO = Path("jailbreak/jackhhao/default_full.csv")
 DEEPSET = (Path("jailbreak/deepset-prompt-injections/train.csv"), Path("jailbreak/deepset-prompt-injections/test.csv"))
@@ -73,6 +73,41 @@ def load_folder(root: Path, task: Task) -> LoadedData:
     return LoadedData(rows=rows, source=str(root), sha256=rows_sha256(rows))
 
 
+MIXED_CHARS = 500  # about 110 tokens: a mixture fits in one 128-token training window
+
+
+def _tail(text: str, room: int) -> str:
+    """The last `room` characters of a text, starting at a word."""
+    if len(text) <= room:
+        return text
+    cut = text[-room:]
+    return cut.split(" ", 1)[1] if " " in cut else cut
+
+
+def mixed_rows(train: list[Row], seed: int) -> list[Row]:
+    """Training-only mixtures: each short attack after the tail of a benign text (still an
+    attack), and as many pairs of benign texts joined (still benign). At inference the window
+    that holds an attack buried in a long benign text looks like the first kind; without
+    these the model has only seen attacks alone. Built from the train split only."""
+    from routeclf.data.sources import Row
+
+    rng = random.Random(seed)
+    benign = [r for r in train if r.label == "benign"]
+    attacks = [r for r in train if r.label == "jailbreak" and len(r.text) < MIXED_CHARS // 2]
+    extra = []
+    for attack in attacks:
+        room = MIXED_CHARS - len(attack.text)
+        parts = [rng.choice(benign)]
+        while sum(len(r.text) + 1 for r in parts) < room:
+            parts.append(rng.choice(benign))
+        preamble = _tail("\n".join(r.text for r in parts), room)
+        ending = _tail(rng.choice(benign).text, len(attack.text))
+        extra.append(Row(f"{attack.id}+after-benign", f"{preamble}\n{attack.text}", "jailbreak", attack.group,
+                         attack.source))
+        extra.append(Row(f"{attack.id}+benign-only", f"{preamble}\n{ending}", "benign", parts[0].group, parts[0].source))
+    return extra
+
+
 JAILBREAK = Task(
     name="jailbreak",
     labels=("benign", "jailbreak"),
@@ -87,10 +122,8 @@ JAILBREAK = Task(
     mapping_keys=("label_to_idx", "idx_to_label"),
     folder_loader=load_folder,
     positive_label="jailbreak",
+    train_augment=mixed_rows,
     default_max_length=128,
-    # The n-gram model reads the whole text, so a short attack after a long benign preamble is
-    # diluted in it; the encoder's windows catch it. Off by default for this task.
-    default_ngram=False,
     length_unit="chars",
     length_bands=(("<200 chars", 0, 199), ("200-1000 chars", 200, 1000), (">1000 chars", 1001, None)),
 )

@@ -79,27 +79,37 @@ def architecture_spec(model_type: str) -> ArchitectureSpec:
         ) from None
 
 
-def build_model(base: BaseModel, labels: tuple[str, ...], method: str, lora: dict[str, float]):
-    """A sequence classifier on `base` with the task's labels, wrapped in LoRA when asked."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def model_class(problem_type: str):
+    """The transformers auto class for a task's problem type."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification if problem_type == "token" else AutoModelForSequenceClassification
+
+
+def build_model(base: BaseModel, labels: tuple[str, ...], method: str, lora: dict[str, float],
+                problem_type: str = "sequence"):
+    """A sequence (or token) classifier on `base` with the task's labels, wrapped in LoRA when asked."""
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(base.path)
     spec = architecture_spec(config.model_type) if method == "lora" else None
-    model = AutoModelForSequenceClassification.from_pretrained(
+    extra = {"problem_type": "single_label_classification"} if problem_type == "sequence" else {}
+    model = model_class(problem_type).from_pretrained(
         base.path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        problem_type="single_label_classification",
+        **extra,
     )
     if spec is None:
         return model
     from peft import LoraConfig, TaskType, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    heads = [m for m in spec.head_modules if m in present]
+    # A token classifier reads every token's state, not the pooler.
+    heads = [m for m in spec.head_modules if m in present and not (problem_type == "token" and m == "pooler")]
     lora_config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.TOKEN_CLS if problem_type == "token" else TaskType.SEQ_CLS,
         r=int(lora["r"]),
         lora_alpha=int(lora["alpha"]),
         lora_dropout=float(lora["dropout"]),

@@ -8,6 +8,7 @@ and rebuilt with scikit-learn at load time.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,16 +93,32 @@ class NgramModel:
         return cls(vectorizers, tensors["coef"], tensors["intercept"], float(config["temperature"]))
 
 
+PARTIAL_AUC_MAX_FPR = 0.05
+
+
 def blend(encoder_logits: np.ndarray, ngram_logits: np.ndarray, weight: float) -> np.ndarray:
     """Log of the weighted mean of the two probability distributions (weight on the n-gram model)."""
     mixed = (1 - weight) * softmax(encoder_logits) + weight * np.exp(ngram_logits)
     return np.log(np.clip(mixed, 1e-12, None))
 
 
-def choose_weight(encoder_logits: np.ndarray, ngram_logits: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, float]]:
-    """The n-gram weight with the best validation accuracy (ties: the smaller weight)."""
+def choose_weight(score: Callable[[float], np.ndarray], y: np.ndarray,
+                  positive: int | None = None) -> tuple[float, dict[str, float]]:
+    """The n-gram weight with the best validation score (ties: the smaller weight).
+
+    `score(weight)` gives blended logits per row. Classifiers are judged by accuracy; detectors
+    (`positive` set) by the standardised partial ROC AUC up to a 5% false-positive rate, the
+    region their threshold is chosen in.
+    """
+    from sklearn.metrics import roc_auc_score
+
     scores = {}
     for weight in np.round(np.linspace(0, 1, 21), 2):
-        scores[f"{weight:.2f}"] = float((blend(encoder_logits, ngram_logits, weight).argmax(1) == y).mean())
+        logits = score(float(weight))
+        if positive is None:
+            value = float((logits.argmax(1) == y).mean())
+        else:
+            value = float(roc_auc_score(y == positive, softmax(logits)[:, positive], max_fpr=PARTIAL_AUC_MAX_FPR))
+        scores[f"{weight:.2f}"] = value
     best = max(scores, key=lambda w: (scores[w], -float(w)))
     return float(best), scores

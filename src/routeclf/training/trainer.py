@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from transformers import (
     AutoTokenizer,
+    DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     Trainer,
@@ -20,20 +21,32 @@ from transformers import (
 )
 
 from routeclf.artifact.card import write_model_card
-from routeclf.artifact.writer import check_destination, staged_directory, write_json, write_label_mappings
+from routeclf.artifact.writer import (
+    SOURCE_TYPE_MAP_FILE,
+    check_destination,
+    staged_directory,
+    write_json,
+    write_label_mappings,
+)
+from routeclf.data.alignment import merge_units, token_tags
 from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
-from routeclf.evaluation.calibration import choose_threshold, fit_temperature, log_softmax, threshold_for_fpr
+from routeclf.evaluation.calibration import choose_threshold, fit_temperature, threshold_for_fpr
+from routeclf.evaluation.entities import entity_metrics
 from routeclf.evaluation.evaluate import score_rows
+from routeclf.inference import load_predictor
+from routeclf.inference.entities import EntityPredictor
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
 from routeclf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from routeclf.settings import TrainSettings
 from routeclf.tasks import Task, get_task
 from routeclf.training.models import build_model, resolve_base
-from routeclf.training.ngram import NgramModel, choose_weight
+from routeclf.training.ngram import PARTIAL_AUC_MAX_FPR, NgramModel, choose_weight
 from routeclf.versions import library_versions
+
+IGNORE_INDEX = -100  # positions the loss skips (special tokens, later sub-tokens of a word)
 
 
 class FiniteLossTrainer(Trainer):
@@ -49,9 +62,15 @@ class FiniteLossTrainer(Trainer):
         return loss
 
 
+# The validation figure that picks the checkpoint, per problem type.
+SELECTION_METRIC = {"sequence": "macro_f1", "token": "micro_f1"}
+
+
 def _dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
     import datasets
 
+    if task.problem_type == "token":
+        return _token_dataset(rows, task, tokenizer, max_length)
     label2id = task.label2id
     table = datasets.Dataset.from_dict({"text": [r.text for r in rows], "label": [label2id[r.label] for r in rows]})
 
@@ -61,6 +80,25 @@ def _dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
         return encoded
 
     return table.map(encode, batched=True, remove_columns=["text"], desc="tokenize")
+
+
+def _token_dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
+    """Token labels from character spans; a long text becomes several overlapping windows."""
+    import datasets
+
+    label2id = task.label2id
+    encoded = tokenizer(
+        [r.text for r in rows], truncation=True, max_length=max_length, stride=max(1, max_length // 4),
+        return_overflowing_tokens=True, return_offsets_mapping=True,
+    )
+    labels = []
+    for window, row_index in enumerate(encoded["overflow_to_sample_mapping"]):
+        tags = token_tags(encoded["offset_mapping"][window], encoded.word_ids(window), rows[row_index].spans)
+        labels.append([IGNORE_INDEX if tag is None else label2id[tag] for tag in tags])
+    columns = {name: encoded[name] for name in tokenizer.model_input_names if name in encoded}
+    columns["labels"] = labels
+    columns["length"] = [len(ids) for ids in encoded["input_ids"]]
+    return datasets.Dataset.from_dict(columns)
 
 
 def _compute_metrics(prediction) -> dict[str, float]:
@@ -73,7 +111,24 @@ def _compute_metrics(prediction) -> dict[str, float]:
     }
 
 
-def _training_arguments(s: TrainSettings, output_dir: Path) -> TrainingArguments:
+def _token_metrics(task: Task):
+    """Entity micro/macro F1 over the labelled positions of each window (checkpoint selection)."""
+    labels = task.labels
+
+    def compute(prediction) -> dict[str, float]:
+        gold, predicted = [], []
+        for logits, ids in zip(prediction.predictions, prediction.label_ids):
+            keep = np.flatnonzero(ids != IGNORE_INDEX)
+            for tags, out in ((ids[keep], gold), (logits[keep].argmax(-1), predicted)):
+                tagged = [(i, i + 1, labels[int(t)], 1.0) for i, t in enumerate(tags)]
+                out.append({(e.start, e.end, e.type) for e in merge_units("", tagged)})
+        metrics = entity_metrics(gold, predicted, task.entity_types)
+        return {"micro_f1": metrics["micro_f1"], "macro_f1": metrics["macro_f1"]}
+
+    return compute
+
+
+def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: str) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=s.epochs,
@@ -88,7 +143,7 @@ def _training_arguments(s: TrainSettings, output_dir: Path) -> TrainingArguments
         save_total_limit=2,
         save_only_model=True,
         load_best_model_at_end=True,
-        metric_for_best_model="macro_f1",
+        metric_for_best_model=selection_metric,
         greater_is_better=True,
         train_sampling_strategy="group_by_length",
         logging_strategy="steps",
@@ -102,19 +157,20 @@ def _training_arguments(s: TrainSettings, output_dir: Path) -> TrainingArguments
     )
 
 
-def _best_epoch(trainer: Trainer) -> tuple[float | None, list[dict[str, float]]]:
+def _best_epoch(trainer: Trainer, selection_metric: str) -> tuple[float | None, list[dict[str, float]]]:
     history = [
-        {"epoch": e["epoch"], "accuracy": e["eval_accuracy"], "macro_f1": e["eval_macro_f1"], "loss": e["eval_loss"]}
+        {"epoch": e["epoch"], **{k[5:]: v for k, v in e.items() if k.startswith("eval_") and "per_second" not in k
+                                 and k != "eval_runtime"}}
         for e in trainer.state.log_history
-        if "eval_macro_f1" in e
+        if f"eval_{selection_metric}" in e
     ]
     if not history:
         return None, history
-    return max(history, key=lambda e: e["macro_f1"])["epoch"], history
+    return max(history, key=lambda e: e[selection_metric])["epoch"], history
 
 
 def _fit_ngram(
-    predictor, splits: dict[str, list[Row]], task: Task, seed: int, directory: Path
+    predictor: Predictor, splits: dict[str, list[Row]], task: Task, seed: int, directory: Path
 ) -> dict[str, Any]:
     """Fit the n-gram companion on train; its temperature and blend weight on validation."""
     label2id = task.label2id
@@ -123,17 +179,20 @@ def _fit_ngram(
     y_train = np.array([label2id[r.label] for r in splits["train"]])
     y_val = np.array([label2id[r.label] for r in splits["validation"]])
     ngram = NgramModel.fit(train_texts, y_train, len(task.labels), seed=seed)
-    decision = ngram.decision(val_texts)
-    ngram.temperature = fit_temperature(decision, y_val)
-    ngram_logits = log_softmax(decision / ngram.temperature)
-    weight, scores = choose_weight(predictor.encoder_logits(val_texts), ngram_logits, y_val)
+    ngram.temperature = fit_temperature(ngram.decision(val_texts), y_val)
+    predictor.ngram = ngram
+    windows = predictor.windows(val_texts)
+    positive = label2id[task.positive_label] if task.positive_label else None
+    weight, scores = choose_weight(lambda w: predictor.scores(windows, w, calibrated=False), y_val, positive)
     ngram.save(directory)
-    blend = {"weight": weight, "validation_accuracy_by_weight": scores, "temperature": ngram.temperature}
+    criterion = "accuracy" if positive is None else f"partial ROC AUC up to FPR {PARTIAL_AUC_MAX_FPR}"
+    blend = {"weight": weight, "criterion": f"validation {criterion}", "validation_score_by_weight": scores,
+             "temperature": ngram.temperature}
     write_json(directory / "blend.json", blend)
     return blend
 
 
-def _calibrate(predictor, rows: list[Row], task: Task, settings: TrainSettings) -> dict[str, Any]:
+def _calibrate(predictor: Predictor, rows: list[Row], task: Task, settings: TrainSettings) -> dict[str, Any]:
     """Temperature on validation, then the decision threshold, also on validation.
 
     Classifiers get an abstain threshold (the lowest confidence whose answers reach the target
@@ -141,7 +200,7 @@ def _calibrate(predictor, rows: list[Row], task: Task, settings: TrainSettings) 
     """
     texts = [r.text for r in rows]
     y = np.array([task.label2id[r.label] for r in rows])
-    scores = predictor.combine(texts, predictor.encoder_logits(texts), calibrated=False)
+    scores = predictor.logits(texts, calibrated=False)
     temperature = fit_temperature(scores, y)
     probabilities = softmax(scores / temperature)
     calibration: dict[str, Any] = {"method": "temperature scaling on the validation split", "temperature": temperature}
@@ -163,6 +222,38 @@ def _calibrate(predictor, rows: list[Row], task: Task, settings: TrainSettings) 
     return calibration
 
 
+THRESHOLD_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task) -> dict[str, Any]:
+    """Token tasks: temperature on the validation words' tags, then the entity confidence
+    threshold with the best validation micro-F1 (ties: the lower threshold)."""
+    texts = [r.text for r in rows]
+    scores = predictor.word_scores(texts)
+    label2id = task.label2id
+    logits, y = [], []
+    for row, words in zip(rows, scores):
+        if len(words.offsets):
+            logits.append(words.logits)
+            y += [label2id[t] for t in token_tags(words.offsets, list(range(len(words.offsets))), row.spans)]
+    predictor.temperature = fit_temperature(np.concatenate(logits), np.array(y))
+    gold = [set(r.spans) for r in rows]
+    by_threshold = {}
+    for threshold in THRESHOLD_GRID:
+        found = predictor.entities(texts, threshold=threshold, scores=scores)
+        predicted = [{(e.start, e.end, e.type) for e in entities} for entities in found]
+        by_threshold[f"{threshold:.2f}"] = entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
+    best = max(by_threshold, key=lambda t: (by_threshold[t], -float(t)))
+    return {
+        "method": "temperature scaling on the validation split's words",
+        "temperature": predictor.temperature,
+        "threshold": float(best),
+        "threshold_rule": "entity confidence threshold with the best validation micro-F1",
+        "validation_micro_f1_by_threshold": by_threshold,
+        "fallback_label": task.fallback_label,
+    }
+
+
 def train(settings: TrainSettings) -> Path:
     """Train and publish an artifact; returns its directory. Nothing is written at `out` on failure."""
     task = get_task(settings.task)
@@ -181,24 +272,30 @@ def train(settings: TrainSettings) -> Path:
         + f"; near-duplicates across splits: {manifest['audit']['near_duplicates']['count']}"
     )
 
+    augmented = task.train_augment(splits["train"], settings.seed) if task.train_augment and settings.augment else []
+    if augmented:
+        print(f"train: {len(augmented)} extra training-only rows made from the train split (--no-augment to skip)")
+
     base = resolve_base(settings.base)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     lora = {"r": settings.lora_r, "alpha": settings.lora_alpha, "dropout": settings.lora_dropout}
-    model = build_model(base, task.labels, settings.method, lora)
+    model = build_model(base, task.labels, settings.method, lora, task.problem_type)
+    token_task = task.problem_type == "token"
+    selection_metric = SELECTION_METRIC[task.problem_type]
 
     with staged_directory(out, settings.overwrite) as staging:
         trainer = FiniteLossTrainer(
             model=model,
-            args=_training_arguments(settings, staging / "checkpoints"),
-            train_dataset=_dataset(splits["train"], task, tokenizer, settings.max_length),
+            args=_training_arguments(settings, staging / "checkpoints", selection_metric),
+            train_dataset=_dataset(splits["train"] + augmented, task, tokenizer, settings.max_length),
             eval_dataset=_dataset(splits["validation"], task, tokenizer, settings.max_length),
             processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_compute_metrics,
+            data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
+            compute_metrics=_token_metrics(task) if token_task else _compute_metrics,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
         )
         train_output = trainer.train()
-        best_epoch, history = _best_epoch(trainer)
+        best_epoch, history = _best_epoch(trainer, selection_metric)
         trained = trainer.model
         if settings.method == "lora":
             trained.save_pretrained(staging / "adapter")
@@ -207,19 +304,20 @@ def train(settings: TrainSettings) -> Path:
         tokenizer.save_pretrained(staging)
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
 
-        def load() -> Predictor:
-            return Predictor(
-                staging, batch_size=settings.eval_batch_size, max_length=settings.max_length, task_name=task.name
-            )
+        def load() -> Predictor | EntityPredictor:
+            return load_predictor(staging, task.problem_type, batch_size=settings.eval_batch_size,
+                                  max_length=settings.max_length, task_name=task.name)
 
         predictor = load()
         blend = None
-        if settings.ngram:
+        if settings.ngram and not token_task:
             blend = _fit_ngram(predictor, splits, task, settings.seed, staging / NGRAM_DIR)
             predictor = load()
-        write_json(
-            staging / CALIBRATION_FILE, _calibrate(predictor, splits["validation"], task, settings)
-        )
+        calibrate = _calibrate_entities(predictor, splits["validation"], task) if token_task else \
+            _calibrate(predictor, splits["validation"], task, settings)
+        write_json(staging / CALIBRATION_FILE, calibrate)
+        if task.source_type_map:
+            write_json(staging / SOURCE_TYPE_MAP_FILE, dict(task.source_type_map))
         predictor = load()
         metrics = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
 
@@ -236,6 +334,7 @@ def train(settings: TrainSettings) -> Path:
             "best_epoch": best_epoch,
             "epoch_history": history,
             "train_steps": train_output.global_step,
+            "augmented_train_rows": len(augmented),
             "train_seconds": round(time.time() - started, 1),
             "ngram_blend": blend and {"weight": blend["weight"], "temperature": blend["temperature"]},
             "versions": library_versions(),

@@ -1,0 +1,39 @@
+"""What the training benchmarks share: their command line and how results are recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from routeclf.cli import build_parser
+from routeclf.settings import TrainSettings, settings_from_args
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def train_settings(doc: str, task: str, data_default: str, out_default: str) -> tuple[argparse.Namespace, list[str], TrainSettings]:
+    """The benchmark's own flags (`--data`, `--out`, `--label`) and `routeclf train` settings
+    from every other flag (after `--`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", "--data-dir", dest="data", default=data_default)
+    parser.add_argument("--out", default=out_default)
+    parser.add_argument("--label", default="default", help="name of this configuration in the results table")
+    own, flags = parser.parse_known_args()
+    flags = [f for f in flags if f != "--"]
+    args = build_parser().parse_args(["train", task, "--data", own.data, "--out", own.out, "--overwrite", *flags])
+    return own, flags, settings_from_args(TrainSettings, args)
+
+
+def record(name: str, result: dict[str, Any], header: list[str], row: list[str]) -> None:
+    """Write `results/NAME.json` (this run) and append a row to `results/NAME.md`."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = RESULTS / f"{name}.md"
+    if not table.exists():
+        table.write_text("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n")
+    with table.open("a") as handle:
+        handle.write("| " + " | ".join(row) + " |\n")

@@ -1,0 +1,126 @@
+"""Load a token-classification artifact and find entities (character spans) in texts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from routeclf.artifact.writer import read_json
+from routeclf.data.alignment import Entity, merge_units, units
+from routeclf.errors import RouteclfError
+from routeclf.evaluation.metrics import softmax
+from routeclf.training.models import model_class
+
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass
+class WordScores:
+    """One text's words: character extents and raw logits of the word's first sub-token."""
+
+    offsets: list[tuple[int, int]]
+    logits: np.ndarray  # (words, labels)
+
+
+class EntityPredictor:
+    """A token classifier: texts are read in overlapping windows, each word is scored from the
+    window where it sits furthest from an edge, and words merge into entities."""
+
+    def __init__(self, directory: str | Path, device: str = "cpu", batch_size: int = 32,
+                 max_length: int | None = None) -> None:
+        self.directory = Path(directory)
+        if not (self.directory / "config.json").is_file():
+            raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
+        training = self._optional_json("training_config.json")
+        self.task_name: str | None = training.get("task")
+        self.max_length: int = max_length or int(training.get("settings", {}).get("max_length") or 512)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
+        self.model = model_class("token").from_pretrained(self.directory).to(self.device).eval()
+        id2label = self.model.config.id2label
+        self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
+        self.entity_types = tuple(sorted({label[2:] for label in self.labels if label != "O"}))
+        calibration = self._optional_json(CALIBRATION_FILE)
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.threshold = float(calibration.get("threshold", 0.0))
+
+    def _optional_json(self, name: str) -> dict:
+        path = self.directory / name
+        return read_json(path) if path.is_file() else {}
+
+    @torch.inference_mode()
+    def word_scores(self, texts: list[str]) -> list[WordScores]:
+        stride = max(1, self.max_length // 4)
+        encoded = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, stride=stride,
+            return_overflowing_tokens=True, return_offsets_mapping=True,
+        )
+        owners = encoded["overflow_to_sample_mapping"]
+        n_windows = len(encoded["input_ids"])
+        window_logits: list[np.ndarray] = [np.empty(0)] * n_windows
+        order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
+        for start in range(0, n_windows, self.batch_size):
+            index = order[start : start + self.batch_size]
+            features = [{k: encoded[k][i] for k in self.tokenizer.model_input_names if k in encoded} for i in index]
+            batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+            logits = self.model(**batch).logits.float().cpu().numpy()
+            for row, i in enumerate(index):
+                window_logits[i] = logits[row, : len(encoded["input_ids"][i])]
+        # For each text and word: the logits from the window where the word is most central.
+        best: list[dict[int, tuple[int, tuple[int, int], np.ndarray]]] = [{} for _ in texts]
+        for window in range(n_windows):
+            offsets = encoded["offset_mapping"][window]
+            words = encoded.word_ids(window)
+            size = len(offsets)
+            for unit in units(offsets, words):
+                first = unit[0]
+                centrality = min(first, size - 1 - first)
+                word = words[first]
+                extent = (offsets[unit[0]][0], offsets[unit[-1]][1])
+                held = best[owners[window]].get(word)
+                if held is None or centrality > held[0]:
+                    best[owners[window]][word] = (centrality, extent, window_logits[window][first])
+        results = []
+        for words in best:
+            ordered = [words[w] for w in sorted(words)]
+            logits = np.array([entry[2] for entry in ordered]) if ordered else np.zeros((0, len(self.labels)))
+            results.append(WordScores([entry[1] for entry in ordered], logits))
+        return results
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """Every word's raw logits, texts one after another (for checks and comparisons)."""
+        scores = self.word_scores(texts)
+        return np.concatenate([w.logits for w in scores]) if scores else np.zeros((0, len(self.labels)))
+
+    def entities(self, texts: list[str], threshold: float | None = None,
+                 types: Iterable[str] | None = None, scores: list[WordScores] | None = None) -> list[list[Entity]]:
+        """Entities per text, each with its confidence; `types` keeps only those types."""
+        threshold = self.threshold if threshold is None else threshold
+        wanted = set(types) if types is not None else None
+        results = []
+        for text, words in zip(texts, scores or self.word_scores(texts)):
+            probabilities = softmax(words.logits / self.temperature) if len(words.offsets) else words.logits
+            tagged = [
+                (start, end, self.labels[int(p.argmax())], float(p.max()))
+                for (start, end), p in zip(words.offsets, probabilities)
+            ]
+            found = merge_units(text, tagged, threshold)
+            results.append([e for e in found if wanted is None or e.type in wanted])
+        return results
+
+
+def mask(text: str, entities: list[Entity]) -> str:
+    """The text with every entity's value replaced by `[TYPE]`."""
+    pieces, position = [], 0
+    for entity in sorted(entities, key=lambda e: e.start):
+        if entity.start < position:
+            continue
+        pieces += [text[position : entity.start], f"[{entity.type}]"]
+        position = entity.end
+    return "".join(pieces) + text[position:]

@@ -1,0 +1,219 @@
+"""The PII task: span <-> token alignment, the template-grouped split, masking, the artifact, the
+gate and the /pii endpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from routeclf.cli import main
+from routeclf.data.alignment import Entity, merge_units, token_tags, units
+from routeclf.data.sources import load_rows
+from routeclf.data.split import make_split
+from routeclf.errors import DataError
+from routeclf.inference.entities import EntityPredictor, mask
+from routeclf.tasks import get_task
+from routeclf.tasks.pii import canonical_template, read_conll
+from routeclf.training.models import resolve_base
+
+from conftest import DATA_DIR
+
+PII = get_task("pii")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_base("minilm").path)
+
+
+def _round_trip(tokenizer, text: str, spans: list[tuple[int, int, str]], by_word: bool) -> set[tuple[int, int, str]]:
+    """Spans -> training tags -> (as if predicted perfectly) -> spans again."""
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    offsets, words = encoded["offset_mapping"], encoded.word_ids()
+    tags = token_tags(offsets, words, spans)
+    groups = units(offsets, words) if by_word else units(offsets, words, [t is not None for t in tags])
+    tagged = [(offsets[g[0]][0], offsets[g[-1]][1], tags[g[0]], 0.9) for g in groups]
+    return {(e.start, e.end, e.type) for e in merge_units(text, tagged)}
+
+
+TRICKY = [
+    ("Mail jane.o'neil+work@example.co.uk now", [("jane.o'neil+work@example.co.uk", "EMAIL_ADDRESS")]),
+    ("Call +1 (555) 010-2030 or 555.010.9999.", [("+1 (555) 010-2030", "PHONE_NUMBER"), ("555.010.9999", "PHONE_NUMBER")]),
+    ("Zoë Saldaña met François Hollande in Zürich", [("Zoë Saldaña", "PERSON"), ("François Hollande", "PERSON"),
+                                                   ("Zürich", "LOCATION")]),
+    ("Jean Dupont", [("Jean Dupont", "PERSON")]),  # the whole text: entity at the start and the end
+    ("card 4111-1111-1111-1111, SSN 078-05-1120", [("4111-1111-1111-1111", "CREDIT_CARD"), ("078-05-1120", "US_SSN")]),
+    ("ping 192.168.0.1\nfrom Acme Corp", [("192.168.0.1", "IP_ADDRESS"), ("Acme Corp", "ORGANIZATION")]),
+    ("née Smith–Jones 😀 lives at 12 Rue de la Paix", [("Smith–Jones", "PERSON"), ("12 Rue de la Paix", "STREET_ADDRESS")]),
+]
+
+
+@pytest.mark.parametrize("text,entities", TRICKY)
+@pytest.mark.parametrize("by_word", [False, True])
+def test_span_token_round_trip(tokenizer, text: str, entities: list[tuple[str, str]], by_word: bool) -> None:
+    spans = []
+    for value, kind in entities:
+        start = text.index(value)
+        spans.append((start, start + len(value), kind))
+    assert _round_trip(tokenizer, text, spans, by_word) == set(spans)
+
+
+def test_first_sub_token_labelled_rest_ignored(tokenizer) -> None:
+    text = "Koskikatu 25 is where Wojciechowski lives"
+    spans = [(0, 12, "STREET_ADDRESS"), (22, 35, "PERSON")]
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    tags = token_tags(encoded["offset_mapping"], encoded.word_ids(), spans)
+    tokens = encoded.tokens()
+    assert tags[0] is None and tags[-1] is None  # [CLS], [SEP]
+    assert tags[1] == "B-STREET_ADDRESS" and tokens[2].startswith("##") and tags[2] is None
+    person = [t for t in tags if t and t.endswith("PERSON")]
+    assert person == ["B-PERSON"]  # one word, several sub-tokens: only the first is labelled
+
+
+def test_merge_rules() -> None:
+    text = "Ann Lee and Bob"
+    words = [(0, 3, "B-PERSON", 0.9), (4, 7, "I-PERSON", 0.7), (8, 11, "O", 0.99), (12, 15, "I-PERSON", 0.4)]
+    found = merge_units(text, words)
+    assert [(e.value, e.type) for e in found] == [("Ann Lee", "PERSON"), ("Bob", "PERSON")]
+    assert found[0].confidence == pytest.approx(0.8)
+    assert [e.value for e in merge_units(text, words, threshold=0.5)] == ["Ann Lee"]
+
+
+def test_masking() -> None:
+    text = "Jane Doe, jane@x.org"
+    entities = [Entity("PERSON", "Jane Doe", 0, 8, 0.9), Entity("EMAIL_ADDRESS", "jane@x.org", 10, 20, 0.8)]
+    assert mask(text, entities) == "[PERSON], [EMAIL_ADDRESS]"
+    assert mask(text, []) == text
+
+
+def test_canonical_templates_match_across_files() -> None:
+    assert canonical_template("Hi {{first_name}} {{last_name}}, see {{city}}") == canonical_template(
+        "hi {{PERSON}},  see {{GPE}}"
+    )
+
+
+def _write_jsonl(tmp_path: Path, records: list[dict]) -> str:
+    path = tmp_path / "pii.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "spans,message",
+    [
+        ([{"entity_type": "SECRET", "start": 0, "end": 3}], "unknown entity type 'SECRET'"),
+        ([{"entity_type": "PERSON", "start": 5, "end": 99}], "outside the text"),
+        ([{"entity_type": "PERSON", "start": 0, "end": 8}, {"entity_type": "PERSON", "start": 4, "end": 8}], "overlapping"),
+        ([{"entity_type": "PERSON", "start": 0}], "lacks start, end or entity_type"),
+    ],
+)
+def test_bad_spans_are_named(tmp_path: Path, spans: list[dict], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_rows(_write_jsonl(tmp_path, [{"text": "Jane Doe is here", "spans": spans}]), PII, require_all_labels=False)
+
+
+def test_missing_entity_types_are_named(tmp_path: Path) -> None:
+    records = [{"text": f"Jane Doe {i}", "spans": [{"entity_type": "PERSON", "start": 0, "end": 8}]} for i in range(5)]
+    with pytest.raises(DataError, match="entity types have no examples: AGE, CREDIT_CARD"):
+        load_rows(_write_jsonl(tmp_path, records), PII)
+
+
+def test_conll_reader(tmp_path: Path) -> None:
+    path = tmp_path / "mini.conll"
+    path.write_text("Empire\tB-location\nState\tI-location\nis\tO\nnice\tO\n\n@bob\tO\nmet\tO\nTim\tB-person\n\n")
+    records = read_conll(path)
+    assert records[0] == {"text": "Empire State is nice", "spans": [{"entity_type": "location", "start": 0, "end": 12}]}
+    rows = load_rows(_write_jsonl(tmp_path, records), PII, require_all_labels=False).rows
+    assert [r.spans for r in rows] == [((0, 12, "LOCATION"),), ((9, 12, "PERSON"),)]
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    if not (DATA_DIR / "pii" / "presidio-synth" / "synth_dataset_v2.jsonl").is_file():
+        pytest.skip(f"PII data not found under {DATA_DIR}; set ROUTECLF_DATA_DIR")
+    return DATA_DIR
+
+
+def test_presidio_spans_survive_alignment(data_dir: Path, tokenizer) -> None:
+    rows = load_rows(str(data_dir), PII).rows
+    lost = [(r.id, s) for r in rows for s in set(r.spans) - _round_trip(tokenizer, r.text, list(r.spans), True)]
+    assert not lost, f"{len(lost)} spans lost in alignment, e.g. {lost[:3]}"
+
+
+def test_split_is_grouped_by_template(data_dir: Path) -> None:
+    data = load_rows(str(data_dir), PII)
+    splits, manifest = make_split(data, (0.7, 0.15, 0.15), 42, None)
+    where = defaultdict(set)
+    sources = defaultdict(set)
+    for name, rows in splits.items():
+        for row in rows:
+            where[row.group].add(name)
+            sources[row.group].add(row.source)
+    assert all(len(names) == 1 for names in where.values()), "a template sits in two splits"
+    assert any(len(s) == 2 for s in sources.values()), "no template shared by the two files was grouped"
+    assert manifest["audit"]["passed"]
+    test_types = {kind for row in splits["test"] for *_, kind in row.spans}
+    assert {"PERSON", "LOCATION", "STREET_ADDRESS", "ORGANIZATION"} <= test_types
+
+
+@pytest.fixture(scope="module")
+def model(data_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pii") / "model"
+    flags = ["--max-samples", "240", "--epochs", "1", "--max-length", "48", "--batch-size", "16", "--lr", "3e-4"]
+    assert main(["train", "pii", "--data", str(data_dir), "--out", str(out), *flags]) == 0
+    return out
+
+
+def test_artifact_contract_and_gate(model: Path) -> None:
+    mapping = json.loads((model / "pii_type_mapping.json").read_text())
+    assert mapping["label_to_idx"]["O"] == len(PII.labels) - 1 and set(mapping["label_to_idx"]) == set(PII.labels)
+    assert json.loads((model / "source_type_map.json").read_text())["GPE"] == "LOCATION"
+    test = json.loads((model / "metrics.json").read_text())["test"]
+    assert {"micro_f1", "macro_f1", "micro_precision", "micro_recall", "per_class", "n_entities"} <= set(test)
+    assert "accuracy" not in test  # never token accuracy
+    assert set(test["per_class"]) == set(PII.entity_types)
+    assert "entity micro-F1" in (model / "README.md").read_text() or "micro-F1" in (model / "README.md").read_text()
+    assert main(["validate", str(model)]) == 0
+    assert main(["validate", str(model), "--min-micro-f1", "1.01"]) == 1
+
+
+def test_windows_cover_long_texts(model: Path) -> None:
+    predictor = EntityPredictor(model)
+    text = " ".join(f"word{i}" for i in range(300)) + " Jane"
+    (words,) = predictor.word_scores([text])
+    assert len(words.offsets) == 301 and words.offsets[-1] == (len(text) - 4, len(text))
+    assert [o[0] for o in words.offsets] == sorted(o[0] for o in words.offsets)
+
+
+def test_pii_endpoint(model: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from routeclf.serving.app import ServeConfig, create_app
+
+    text = "Please email Jane Doe at jane.doe@example.com or call 212-555-0199 about 12 Main Street."
+    with TestClient(create_app(ServeConfig(models={"pii": model}))) as client:
+        for _ in range(300):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        body = client.post("/api/v1/classify/pii", json={"text": text, "options": {"confidence_threshold": 0.0}}).json()
+        assert set(body) >= {"has_pii", "entities", "masked_text", "processing_time_ms"}
+        assert body["has_pii"] == bool(body["entities"])
+        for entity in body["entities"]:
+            assert text[entity["start"] : entity["end"]] == entity["value"] and 0 <= entity["confidence"] <= 1
+        assert body["masked_text"] == mask(text, [Entity(**e) for e in body["entities"]])
+        none = client.post("/api/v1/classify/pii", json={"text": text, "options": {"entity_types": ["IBAN_CODE"]}})
+        assert all(e["type"] == "IBAN_CODE" for e in none.json()["entities"])
+        bad = client.post("/api/v1/classify/pii", json={"text": text, "options": {"entity_types": ["SECRET"]}})
+        assert bad.status_code == 422 and bad.json()["error"]["type"] == "unknown_entity_type"
+        batch = client.post("/api/v1/classify/batch", json={"texts": [text, "nothing here"], "task_type": "pii",
+                                                           "options": {"confidence_threshold": 0.0}}).json()
+        assert batch["results"][0]["entities"] == body["entities"]
+        wrong = client.post("/api/v1/classify/batch", json={"texts": [text], "task_type": "pii", "options": {"x": 1}})
+        assert wrong.status_code == 422
+        assert client.post("/api/v1/classify/intent", json={"text": text}).status_code == 503

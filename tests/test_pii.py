@@ -217,3 +217,4 @@ def test_pii_endpoint(model: Path) -> None:
         wrong = client.post("/api/v1/classify/batch", json={"texts": [text], "task_type": "pii", "options": {"x": 1}})
         assert wrong.status_code == 422
         assert client.post("/api/v1/classify/intent", json={"text": text}).status_code == 503
+

@@ -65,8 +65,9 @@ class TrainSettings:
     )
     augment: bool = field(
         default=True,
-        metadata={"help": "add the task's training-only extra rows, made from the train split (jailbreak: attacks "
-                          "after benign text, and benign texts joined); --no-augment to train on the split alone"},
+        metadata={"help": "add the task's extra training rows, made from the train split alone (jailbreak: attacks "
+                          "after benign text and benign texts joined, also used on validation to choose the n-gram "
+                          "weight); --no-augment: the split alone"},
     )
     abstain_accuracy: float = field(
         default=0.95,
@@ -75,6 +76,15 @@ class TrainSettings:
     target_fpr: float = field(
         default=0.01,
         metadata={"help": "detectors (jailbreak): the threshold keeps the validation false-positive rate at most this"},
+    )
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "auto: CUDA when present (bf16 where supported), else CPU"}
+    )
+    save_steps: int = field(
+        default=0, metadata={"help": "checkpoint (and evaluate) every this many steps; 0: once per epoch"}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "continue an interrupted run from its last checkpoint (same data and flags)"}
     )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing artifact directory"})
 
@@ -168,5 +178,7 @@ def validate_settings(s: TrainSettings) -> None:
         raise RouteclfError(f"--target-fpr must be in (0, 1), got {s.target_fpr}")
     if not 0 < s.abstain_accuracy <= 1:
         raise RouteclfError(f"--abstain-accuracy must be in (0, 1], got {s.abstain_accuracy}")
+    if s.save_steps < 0:
+        raise RouteclfError(f"--save-steps must be 0 (every epoch) or positive, got {s.save_steps}")
     if s.patience < 1:
         raise RouteclfError(f"--patience must be at least 1, got {s.patience}")

@@ -104,7 +104,7 @@ Checkpoints were chosen on the validation split; the test split was read once, f
 - Base: `$base` (sha256 of weights `$base_sha`)
 - Method: $method; epochs up to $epochs (best epoch $best_epoch, early stopping on validation $selection);
   learning rate $lr, batch size $batch_size, max length $max_length tokens$lora
-- $ngram
+- $ngram$augmented
 - Wall time: $seconds s
 
 $results
@@ -265,6 +265,11 @@ def write_model_card(directory: Path, task: Task) -> None:
             else "No n-gram blend: the encoder alone"
         ),
         seconds=config["train_seconds"],
+        augmented=(
+            f"\n- Extra training-only rows: {config['augmented_train_rows']} "
+            f"({(task.augment.__doc__ or '').split('.')[0].strip()}); the validation and test figures include none"
+            if config.get("augmented_train_rows") and task.augment else ""
+        ),
         mapping_note=f" and `{task.mapping_file}`" if task.mapping_file else "",
         versions=", ".join(f"{k} {v}" for k, v in config["versions"].items()),
     )

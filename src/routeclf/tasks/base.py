@@ -36,8 +36,9 @@ class Task:
     # Builds rows from a file's or hub dataset's records when a label column is not enough
     # (token tasks read entity spans).
     records_loader: Callable[[list[dict], str, Task, Fields], LoadedData] | None = None
-    # Extra training rows made from the train split alone (never validation or test).
-    train_augment: Callable[[list[Row], int], list[Row]] | None = None
+    # Extra rows made from one split's rows alone: more training rows, and (jailbreak) the
+    # validation rows that choose the n-gram blend weight. Never test rows.
+    augment: Callable[[list[Row], int], list[Row]] | None = None
     # Token tasks: the data's entity types -> the model's (None: left unlabelled).
     source_type_map: Mapping[str, str | None] | None = None
     # Detectors (one label is "the attack"): binary metrics, a threshold set for a false-positive

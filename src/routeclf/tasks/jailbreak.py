@@ -84,16 +84,16 @@ def _tail(text: str, room: int) -> str:
     return cut.split(" ", 1)[1] if " " in cut else cut
 
 
-def mixed_rows(train: list[Row], seed: int) -> list[Row]:
-    """Training-only mixtures: each short attack after the tail of a benign text (still an
-    attack), and as many pairs of benign texts joined (still benign). At inference the window
-    that holds an attack buried in a long benign text looks like the first kind; without
-    these the model has only seen attacks alone. Built from the train split only."""
+def mixed_rows(rows: list[Row], seed: int) -> list[Row]:
+    """Mixtures made from one split's rows: each short attack after the tail of benign texts
+    (still an attack), and as many benign texts joined (still benign). At inference the window
+    that holds an attack buried in a long benign text looks like the first kind; without these
+    the model and the n-gram blend have only seen attacks alone."""
     from routeclf.data.sources import Row
 
     rng = random.Random(seed)
-    benign = [r for r in train if r.label == "benign"]
-    attacks = [r for r in train if r.label == "jailbreak" and len(r.text) < MIXED_CHARS // 2]
+    benign = [r for r in rows if r.label == "benign"]
+    attacks = [r for r in rows if r.label == "jailbreak" and len(r.text) < MIXED_CHARS // 2]
     extra = []
     for attack in attacks:
         room = MIXED_CHARS - len(attack.text)
@@ -122,7 +122,7 @@ JAILBREAK = Task(
     mapping_keys=("label_to_idx", "idx_to_label"),
     folder_loader=load_folder,
     positive_label="jailbreak",
-    train_augment=mixed_rows,
+    augment=mixed_rows,
     default_max_length=128,
     length_unit="chars",
     length_bands=(("<200 chars", 0, 199), ("200-1000 chars", 200, 1000), (">1000 chars", 1001, None)),

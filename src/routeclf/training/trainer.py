@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import asdict
@@ -128,9 +129,23 @@ def _token_metrics(task: Task):
     return compute
 
 
+def use_cuda(device: str) -> bool:
+    """`--device auto` takes CUDA when there is one; `cuda` insists on it; `cpu` never uses it."""
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise TrainingError("--device cuda was asked for, but no CUDA device is available")
+    return available and device != "cpu"
+
+
 def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: str) -> TrainingArguments:
+    """Hugging Face Trainer settings. Under torchrun or accelerate launch the Trainer runs
+    data-parallel (DDP): NCCL on GPUs, gloo on CPUs; bf16 where the GPU supports it."""
+    cuda = use_cuda(s.device)
+    schedule = {"strategy": "steps", "steps": s.save_steps} if s.save_steps else {"strategy": "epoch", "steps": 500}
     return TrainingArguments(
         output_dir=str(output_dir),
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
         num_train_epochs=s.epochs,
         learning_rate=s.lr,
         per_device_train_batch_size=s.batch_size,
@@ -138,10 +153,12 @@ def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: st
         warmup_steps=s.warmup_ratio,
         weight_decay=s.weight_decay,
         lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        eval_strategy=schedule["strategy"],
+        eval_steps=schedule["steps"],
+        save_strategy=schedule["strategy"],
+        save_steps=schedule["steps"],
         save_total_limit=2,
-        save_only_model=True,
+        save_only_model=False,  # optimizer and scheduler too: --resume needs them
         load_best_model_at_end=True,
         metric_for_best_model=selection_metric,
         greater_is_better=True,
@@ -153,7 +170,7 @@ def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: st
         seed=s.seed,
         data_seed=s.seed,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=cuda,
     )
 
 
@@ -170,24 +187,24 @@ def _best_epoch(trainer: Trainer, selection_metric: str) -> tuple[float | None, 
 
 
 def _fit_ngram(
-    predictor: Predictor, splits: dict[str, list[Row]], task: Task, seed: int, directory: Path
+    predictor: Predictor, train: list[Row], selection: list[Row], task: Task, seed: int, directory: Path
 ) -> dict[str, Any]:
-    """Fit the n-gram companion on train; its temperature and blend weight on validation."""
+    """Fit the n-gram companion on the training rows; its temperature and blend weight on the
+    selection rows (validation, with its mixtures for detectors)."""
     label2id = task.label2id
-    train_texts = [r.text for r in splits["train"]]
-    val_texts = [r.text for r in splits["validation"]]
-    y_train = np.array([label2id[r.label] for r in splits["train"]])
-    y_val = np.array([label2id[r.label] for r in splits["validation"]])
-    ngram = NgramModel.fit(train_texts, y_train, len(task.labels), seed=seed)
-    ngram.temperature = fit_temperature(ngram.decision(val_texts), y_val)
+    selection_texts = [r.text for r in selection]
+    y_train = np.array([label2id[r.label] for r in train])
+    y_selection = np.array([label2id[r.label] for r in selection])
+    ngram = NgramModel.fit([r.text for r in train], y_train, len(task.labels), seed=seed)
+    ngram.temperature = fit_temperature(ngram.decision(selection_texts), y_selection)
     predictor.ngram = ngram
-    windows = predictor.windows(val_texts)
+    windows = predictor.windows(selection_texts)
     positive = label2id[task.positive_label] if task.positive_label else None
-    weight, scores = choose_weight(lambda w: predictor.scores(windows, w, calibrated=False), y_val, positive)
+    weight, scores = choose_weight(lambda w: predictor.scores(windows, w, calibrated=False), y_selection, positive)
     ngram.save(directory)
     criterion = "accuracy" if positive is None else f"partial ROC AUC up to FPR {PARTIAL_AUC_MAX_FPR}"
-    blend = {"weight": weight, "criterion": f"validation {criterion}", "validation_score_by_weight": scores,
-             "temperature": ngram.temperature}
+    blend = {"weight": weight, "criterion": f"{criterion} on {len(selection)} validation rows",
+             "validation_score_by_weight": scores, "temperature": ngram.temperature}
     write_json(directory / "blend.json", blend)
     return blend
 
@@ -254,6 +271,28 @@ def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task)
     }
 
 
+def checkpoint_directory(out: Path) -> Path:
+    """Where checkpoints live while training: beside `out`, hidden, kept after an interruption
+    so that `--resume` can continue, removed once the artifact is written."""
+    return out.parent / f".{out.name}.checkpoints"
+
+
+def _prepare_checkpoints(checkpoints: Path, manifest: dict[str, Any], resume: bool) -> None:
+    """A fresh run starts from an empty checkpoint directory; a resumed run must find
+    checkpoints made from the same data and split."""
+    saved = checkpoints / "split.json"
+    if resume:
+        if not list(checkpoints.glob("checkpoint-*")):
+            raise TrainingError(f"--resume: no checkpoint in {checkpoints}; start without --resume")
+        previous = json.loads(saved.read_text()) if saved.is_file() else {}
+        if (previous.get("data_sha256"), previous.get("ids")) != (manifest["data_sha256"], manifest["ids"]):
+            raise TrainingError(f"--resume: the data or the split differs from the interrupted run's ({saved})")
+        return
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True)
+    write_manifest(manifest, saved)
+
+
 def train(settings: TrainSettings) -> Path:
     """Train and publish an artifact; returns its directory. Nothing is written at `out` on failure."""
     task = get_task(settings.task)
@@ -272,7 +311,7 @@ def train(settings: TrainSettings) -> Path:
         + f"; near-duplicates across splits: {manifest['audit']['near_duplicates']['count']}"
     )
 
-    augmented = task.train_augment(splits["train"], settings.seed) if task.train_augment and settings.augment else []
+    augmented = task.augment(splits["train"], settings.seed) if task.augment and settings.augment else []
     if augmented:
         print(f"train: {len(augmented)} extra training-only rows made from the train split (--no-augment to skip)")
 
@@ -283,35 +322,52 @@ def train(settings: TrainSettings) -> Path:
     token_task = task.problem_type == "token"
     selection_metric = SELECTION_METRIC[task.problem_type]
 
+    checkpoints = checkpoint_directory(out)
+    arguments = _training_arguments(settings, checkpoints, selection_metric)
+    main_process = arguments.process_index == 0  # under torchrun, only rank 0 writes
+    if main_process:
+        _prepare_checkpoints(checkpoints, manifest, settings.resume)
+    trainer = FiniteLossTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=_dataset(splits["train"] + augmented, task, tokenizer, settings.max_length),
+        eval_dataset=_dataset(splits["validation"], task, tokenizer, settings.max_length),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
+        compute_metrics=_token_metrics(task) if token_task else _compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+    )
+    try:
+        train_output = trainer.train(resume_from_checkpoint=True if settings.resume else None)
+    except TrainingError:
+        if main_process:  # a non-finite loss is not worth resuming
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        raise
+    if not main_process:
+        return out
+    best_epoch, history = _best_epoch(trainer, selection_metric)
+    device = "cuda" if use_cuda(settings.device) else "cpu"
+
     with staged_directory(out, settings.overwrite) as staging:
-        trainer = FiniteLossTrainer(
-            model=model,
-            args=_training_arguments(settings, staging / "checkpoints", selection_metric),
-            train_dataset=_dataset(splits["train"] + augmented, task, tokenizer, settings.max_length),
-            eval_dataset=_dataset(splits["validation"], task, tokenizer, settings.max_length),
-            processing_class=tokenizer,
-            data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
-            compute_metrics=_token_metrics(task) if token_task else _compute_metrics,
-            callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
-        )
-        train_output = trainer.train()
-        best_epoch, history = _best_epoch(trainer, selection_metric)
         trained = trainer.model
         if settings.method == "lora":
             trained.save_pretrained(staging / "adapter")
             trained = trained.merge_and_unload()
         trained.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
 
         def load() -> Predictor | EntityPredictor:
             return load_predictor(staging, task.problem_type, batch_size=settings.eval_batch_size,
-                                  max_length=settings.max_length, task_name=task.name)
+                                  max_length=settings.max_length, task_name=task.name, device=device)
 
         predictor = load()
         blend = None
         if settings.ngram and not token_task:
-            blend = _fit_ngram(predictor, splits, task, settings.seed, staging / NGRAM_DIR)
+            # Detectors also judge the weight on validation mixtures: an attack inside benign text
+            # is exactly where a bag of n-grams and the encoder's windows disagree.
+            selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if augmented else [])
+            blend = _fit_ngram(predictor, splits["train"] + augmented, selection, task, settings.seed,
+                               staging / NGRAM_DIR)
             predictor = load()
         calibrate = _calibrate_entities(predictor, splits["validation"], task) if token_task else \
             _calibrate(predictor, splits["validation"], task, settings)
@@ -334,6 +390,9 @@ def train(settings: TrainSettings) -> Path:
             "best_epoch": best_epoch,
             "epoch_history": history,
             "train_steps": train_output.global_step,
+            "world_size": arguments.world_size,
+            "device": device,
+            "resumed": settings.resume,
             "augmented_train_rows": len(augmented),
             "train_seconds": round(time.time() - started, 1),
             "ngram_blend": blend and {"weight": blend["weight"], "temperature": blend["temperature"]},
@@ -346,4 +405,5 @@ def train(settings: TrainSettings) -> Path:
         if task.positive_label:
             plot_roc(metrics, staging / "roc_curve.png", f"{task.name}: ROC ({task.positive_label} vs rest)")
         write_model_card(staging, task)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return out

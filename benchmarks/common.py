@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ def train_settings(doc: str, task: str, data_default: str, out_default: str) -> 
     flags = [f for f in flags if f != "--"]
     args = build_parser().parse_args(["train", task, "--data", own.data, "--out", own.out, "--overwrite", *flags])
     return own, flags, settings_from_args(TrainSettings, args)
+
+
+def run_summary(label: str, flags: list[str], wall: float, config: dict[str, Any]) -> dict[str, Any]:
+    """The fields every results file starts with."""
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "configuration": label,
+        "flags": flags,
+        "wall_seconds": round(wall, 1),
+        "best_epoch": config["best_epoch"],
+    }
 
 
 def record(name: str, result: dict[str, Any], header: list[str], row: list[str]) -> None:

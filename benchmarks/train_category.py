@@ -18,11 +18,10 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from common import DATA_DIR, record, train_settings
+from common import DATA_DIR, record, run_summary, train_settings
 from sklearn.metrics import accuracy_score, f1_score
 
 from routeclf.data.sources import load_rows
@@ -74,14 +73,10 @@ def main() -> None:
     config = json.loads((out / "training_config.json").read_text())
     test = metrics["test"]
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "configuration": own.label,
-        "flags": train_flags,
+        **run_summary(own.label, train_flags, wall, config),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
-        "wall_seconds": round(wall, 1),
         "train_steps": config["train_steps"],
         "steps_per_second": round(config["train_steps"] / wall, 3),
-        "best_epoch": config["best_epoch"],
         "epoch_history": config["epoch_history"],
         "ngram_blend": config["ngram_blend"],
         "test_accuracy": test["accuracy"],

@@ -16,12 +16,11 @@ from __future__ import annotations
 import json
 import random
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from common import DATA_DIR, record, train_settings
+from common import DATA_DIR, record, run_summary, train_settings
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -98,11 +97,7 @@ def main() -> None:
     binary = {k: v for k, v in test["binary"].items() if k != "roc_curve"}
     used = {normalise_text(r.text) for r in load_rows(own.data, get_task("jailbreak")).rows}
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "configuration": own.label,
-        "flags": flags,
-        "wall_seconds": round(wall, 1),
-        "best_epoch": config["best_epoch"],
+        **run_summary(own.label, flags, wall, config),
         "test": binary,
         "test_by_length": test["slices"]["length"],
         "test_by_source": test["slices"]["source"],

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from common import DATA_DIR, record, train_settings
+from common import DATA_DIR, record, run_summary, train_settings
 
 from routeclf.evaluation.entities import format_entity_table, score_entity_rows
 from routeclf.inference.entities import EntityPredictor
@@ -42,11 +41,7 @@ def main() -> None:
                              task, WNUT_TYPES)
     judged = {k: v["f1"] for k, v in test["per_class"].items() if v["support"] >= MIN_SUPPORT}
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "configuration": own.label,
-        "flags": flags,
-        "wall_seconds": round(wall, 1),
-        "best_epoch": config["best_epoch"],
+        **run_summary(own.label, flags, wall, config),
         "test": {k: v for k, v in test.items() if k not in ("reliability_bins", "confusion_matrix")},
         "worst_type_with_20_entities": min(judged.items(), key=lambda kv: kv[1]) if judged else None,
         "wnut17_test": {k: v for k, v in wnut.items() if k not in ("reliability_bins", "confusion_matrix")},

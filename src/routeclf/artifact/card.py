@@ -267,7 +267,8 @@ def write_model_card(directory: Path, task: Task) -> None:
         seconds=config["train_seconds"],
         augmented=(
             f"\n- Extra training-only rows: {config['augmented_train_rows']} "
-            f"({(task.augment.__doc__ or '').split('.')[0].strip()}); the validation and test figures include none"
+            f"({' '.join((task.augment.__doc__ or '').split()).split('. ')[0]}); "
+            "the validation and test figures include none"
             if config.get("augmented_train_rows") and task.augment else ""
         ),
         mapping_note=f" and `{task.mapping_file}`" if task.mapping_file else "",

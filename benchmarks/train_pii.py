@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common import DATA_DIR, record, run_summary, train_settings
 
+from routeclf.artifact.validate import MIN_TYPE_SUPPORT
 from routeclf.evaluation.entities import format_entity_table, score_entity_rows
 from routeclf.inference.entities import EntityPredictor
 from routeclf.tasks import get_task
@@ -24,7 +25,6 @@ from routeclf.training.trainer import train
 
 WNUT_TEST = Path("pii/wnut17/emerging.test.annotated")
 WNUT_TYPES = ("LOCATION", "ORGANIZATION", "PERSON")
-MIN_SUPPORT = 20
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     wnut_path = Path(own.data) / WNUT_TEST
     wnut = score_entity_rows(EntityPredictor(out), load_records(read_conll(wnut_path), str(wnut_path), task).rows,
                              task, WNUT_TYPES)
-    judged = {k: v["f1"] for k, v in test["per_class"].items() if v["support"] >= MIN_SUPPORT}
+    judged = {k: v["f1"] for k, v in test["per_class"].items() if v["support"] >= MIN_TYPE_SUPPORT}
     result = {
         **run_summary(own.label, flags, wall, config),
         "test": {k: v for k, v in test.items() if k not in ("reliability_bins", "confusion_matrix")},

@@ -39,7 +39,7 @@ def test_torchrun_two_cpu_ranks_write_one_artifact(tmp_path: Path) -> None:
     assert main(["validate", str(out)]) == 0
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, capsys) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", synthetic_rows())
     flags = ["--epochs", "2", "--save-steps", "4"]
     out = tmp_path / "model"
@@ -55,9 +55,12 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert first.is_file(), "no checkpoint was written before the run ended"
     assert not out.exists(), "a killed run left an artifact behind"
 
-    assert main(["train", "category", "--data", str(data), "--out", str(out), *TINY, *flags, "--resume"]) == 0
+    command = ["train", "category", "--data", str(data), "--out", str(out), *TINY, "--device", "cpu", *flags]
+    assert main([*command, "--lr", "1e-3", "--resume"]) == 1  # other settings: refused, named
+    assert "settings differ from the interrupted run's: lr" in capsys.readouterr().err
+    assert main([*command, "--resume"]) == 0
     reference = tmp_path / "reference"
-    assert main(["train", "category", "--data", str(data), "--out", str(reference), *TINY, *flags]) == 0
+    assert main([*command[:4], "--out", str(reference), *command[6:]]) == 0
     resumed, uninterrupted = (json.loads((d / "metrics.json").read_text())["test"] for d in (out, reference))
     assert json.loads((out / "training_config.json").read_text())["resumed"] is True
     for key in ("accuracy", "macro_f1"):

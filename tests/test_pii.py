@@ -180,6 +180,7 @@ def test_artifact_contract_and_gate(model: Path) -> None:
     assert "entity micro-F1" in (model / "README.md").read_text() or "micro-F1" in (model / "README.md").read_text()
     assert main(["validate", str(model)]) == 0
     assert main(["validate", str(model), "--min-micro-f1", "1.01"]) == 1
+    assert main(["export-onnx", str(model)]) == 2  # ONNX is for sequence classifiers: a clear error
 
 
 def test_windows_cover_long_texts(model: Path) -> None:
@@ -188,6 +189,15 @@ def test_windows_cover_long_texts(model: Path) -> None:
     (words,) = predictor.word_scores([text])
     assert len(words.offsets) == 301 and words.offsets[-1] == (len(text) - 4, len(text))
     assert [o[0] for o in words.offsets] == sorted(o[0] for o in words.offsets)
+    # A long word cut by a window edge keeps its whole extent.
+    narrow = EntityPredictor(model, max_length=32)
+    long_word = "DE89370400440532013000XYZQWERTY"
+    for k in range(0, 40, 3):
+        text = " ".join(["word"] * k) + f" {long_word} " + " ".join(["tail"] * 40)
+        (words,) = narrow.word_scores([text])
+        start = text.index(long_word)
+        assert (start, start + len(long_word)) in words.offsets and len(words.offsets) == len(text.split())
+    assert narrow.word_scores([]) == []
 
 
 def test_pii_endpoint(model: Path) -> None:
@@ -211,6 +221,8 @@ def test_pii_endpoint(model: Path) -> None:
         assert all(e["type"] == "IBAN_CODE" for e in none.json()["entities"])
         bad = client.post("/api/v1/classify/pii", json={"text": text, "options": {"entity_types": ["SECRET"]}})
         assert bad.status_code == 422 and bad.json()["error"]["type"] == "unknown_entity_type"
+        empty = client.post("/api/v1/classify/pii", json={"text": text, "options": {"entity_types": []}})
+        assert empty.status_code == 422 and "empty" in empty.json()["error"]["message"]
         batch = client.post("/api/v1/classify/batch", json={"texts": [text, "nothing here"], "task_type": "pii",
                                                            "options": {"confidence_threshold": 0.0}}).json()
         assert batch["results"][0]["entities"] == body["entities"]

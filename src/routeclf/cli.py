@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(TrainSettings, args)
     out = train(settings)
-    print(f"artifact written to {out}")
+    if out is not None:  # under torchrun, rank 0 writes the artifact and says so
+        print(f"artifact written to {out}")
     return 0
 
 

@@ -46,7 +46,8 @@ class TrainSettings:
     lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout"})
     patience: int = field(
         default=2,
-        metadata={"help": "early stopping: epochs without a better validation macro-F1 (token tasks: entity micro-F1)"},
+        metadata={"help": "early stopping: evaluations (each epoch, or every --save-steps) without a better validation "
+                          "macro-F1 (token tasks: entity micro-F1)"},
     )
     max_samples: int | None = field(
         default=None, metadata={"help": "train on a seeded, label-stratified sample of this many rows (every label kept)"}
@@ -98,7 +99,8 @@ class TrainSettings:
             max_length=self.max_length or task.default_max_length,
             epochs=self.epochs or task.default_epochs,
             lr=self.lr or task.default_lr,
-            ngram=task.default_ngram if self.ngram is None else self.ngram,
+            # Token tasks have no n-gram companion (it scores whole texts, not words).
+            ngram=task.problem_type == "sequence" and (task.default_ngram if self.ngram is None else self.ngram),
         )
 
 

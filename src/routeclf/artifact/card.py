@@ -269,6 +269,8 @@ def write_model_card(directory: Path, task: Task) -> None:
             f"\n- Extra training-only rows: {config['augmented_train_rows']} "
             f"({' '.join((task.augment.__doc__ or '').split()).split('. ')[0]}); "
             "the validation and test figures include none"
+            + ("; validation mixtures, made the same way from validation rows, chose the n-gram weight"
+               if blend and task.positive_label else "")
             if config.get("augmented_train_rows") and task.augment else ""
         ),
         mapping_note=f" and `{task.mapping_file}`" if task.mapping_file else "",

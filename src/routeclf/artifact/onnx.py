@@ -92,6 +92,12 @@ def export_onnx(directory: Path, quantize: str | None = None, data: str | None =
 
     if quantize not in (None, "int8"):
         raise RouteclfError(f"unknown quantization {quantize!r}; supported: int8")
+    from routeclf.evaluation.evaluate import artifact_task
+
+    task, _ = artifact_task(directory)
+    if task.problem_type != "sequence":
+        raise RouteclfError(f"ONNX export is for sequence classifiers; {directory} holds a {task.name} "
+                            f"({task.problem_type} classification) model, which is served with torch")
     texts, test_texts, y_test = _parity_texts(directory, data)
     reference = Predictor(directory)
     staging = Path(tempfile.mkdtemp(prefix=".onnx.partial-", dir=directory))

@@ -80,8 +80,8 @@ def merge_units(
     """Words `(start, end, tag, probability)` in text order -> entities.
 
     `B-X` opens an entity; `I-X` continues an open `X` (or opens one: models sometimes skip the
-    `B-`); `O`, another type, or a confidence below `threshold` closes it. An entity's confidence
-    is the mean probability of its words' tags.
+    `B-`); `O` or another type closes it. An entity's confidence is the mean probability of its
+    words' tags; entities below `threshold` are dropped.
     """
     entities: list[Entity] = []
     current: list[tuple[int, int, str, float]] = []

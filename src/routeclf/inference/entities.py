@@ -14,9 +14,8 @@ from routeclf.artifact.writer import read_json
 from routeclf.data.alignment import Entity, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
+from routeclf.inference.predictor import CALIBRATION_FILE
 from routeclf.training.models import model_class
-
-CALIBRATION_FILE = "calibration.json"
 
 
 @dataclass
@@ -56,6 +55,8 @@ class EntityPredictor:
 
     @torch.inference_mode()
     def word_scores(self, texts: list[str]) -> list[WordScores]:
+        if not texts:
+            return []
         stride = max(1, self.max_length // 4)
         encoded = self.tokenizer(
             texts, truncation=True, max_length=self.max_length, stride=stride,
@@ -72,17 +73,24 @@ class EntityPredictor:
             logits = self.model(**batch).logits.float().cpu().numpy()
             for row, i in enumerate(index):
                 window_logits[i] = logits[row, : len(encoded["input_ids"][i])]
-        # For each text and word: the logits from the window where the word is most central.
+        # A word's extent is the union of its pieces in every window (a window edge may cut a long
+        # word); its logits come from the window that holds its first sub-token furthest from an edge.
+        extents: list[dict[int, tuple[int, int]]] = [{} for _ in texts]
+        for window in range(n_windows):
+            offsets, words = encoded["offset_mapping"][window], encoded.word_ids(window)
+            for unit in units(offsets, words):
+                word, start, end = words[unit[0]], offsets[unit[0]][0], offsets[unit[-1]][1]
+                held = extents[owners[window]].get(word, (start, end))
+                extents[owners[window]][word] = (min(held[0], start), max(held[1], end))
         best: list[dict[int, tuple[int, tuple[int, int], np.ndarray]]] = [{} for _ in texts]
         for window in range(n_windows):
-            offsets = encoded["offset_mapping"][window]
-            words = encoded.word_ids(window)
-            size = len(offsets)
+            offsets, words = encoded["offset_mapping"][window], encoded.word_ids(window)
             for unit in units(offsets, words):
-                first = unit[0]
-                centrality = min(first, size - 1 - first)
-                word = words[first]
-                extent = (offsets[unit[0]][0], offsets[unit[-1]][1])
+                first, word = unit[0], words[unit[0]]
+                extent = extents[owners[window]][word]
+                if offsets[first][0] != extent[0]:
+                    continue  # this window starts inside the word
+                centrality = min(first, len(offsets) - 1 - first)
                 held = best[owners[window]].get(word)
                 if held is None or centrality > held[0]:
                     best[owners[window]][word] = (centrality, extent, window_logits[window][first])

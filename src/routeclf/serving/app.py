@@ -326,11 +326,6 @@ def create_app(config: ServeConfig) -> FastAPI:
 
         predictor = slot.predictor
         options = options or PiiOptions()
-        if options.entity_types is not None:
-            unknown = sorted(set(options.entity_types) - set(predictor.entity_types))
-            if unknown:
-                raise ApiError(422, "unknown_entity_type", f"unknown entity types {', '.join(unknown)}; "
-                               f"the model finds {', '.join(predictor.entity_types)}")
         (entities,) = predictor.entities([text], options.confidence_threshold, options.entity_types, [scores])
         return {
             "has_pii": bool(entities),
@@ -340,11 +335,22 @@ def create_app(config: ServeConfig) -> FastAPI:
             "processing_time_ms": round(elapsed_ms, 3),
         }
 
+    def check_entity_types(slot: ModelSlot, options: PiiOptions | None) -> None:
+        """Refuse unknown or empty entity type lists before any scoring."""
+        if slot.predictor is None or options is None or options.entity_types is None:
+            return
+        known = slot.predictor.entity_types
+        unknown = sorted(set(options.entity_types) - set(known))
+        if unknown or not options.entity_types:
+            listed = f"unknown entity types {', '.join(unknown)}" if unknown else "entity_types is empty"
+            raise ApiError(422, "unknown_entity_type", f"{listed}; the model finds {', '.join(known)}")
+
     @app.post("/api/v1/classify/pii")
     async def classify_pii(body: PiiRequest) -> dict[str, Any]:
         started = time.perf_counter()
         slot = slot_for("pii")
         check_texts([body.text])
+        check_entity_types(slot, body.options)
         (scores,) = await slot.probabilities([body.text])
         return pii_result(slot, body.text, scores, body.options, (time.perf_counter() - started) * 1000)
 
@@ -362,6 +368,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             options = schema.model_validate(body.options) if body.options is not None else None
         except ValidationError as exc:
             raise RequestValidationError([dict(e, loc=("body", "options", *e["loc"])) for e in exc.errors()]) from exc
+        if body.task_type == "pii":
+            check_entity_types(slot, options)
         scores = await slot.probabilities(body.texts)
         elapsed = (time.perf_counter() - started) * 1000
         if body.task_type == "pii":

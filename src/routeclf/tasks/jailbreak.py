@@ -94,6 +94,8 @@ def mixed_rows(rows: list[Row], seed: int) -> list[Row]:
     rng = random.Random(seed)
     benign = [r for r in rows if r.label == "benign"]
     attacks = [r for r in rows if r.label == "jailbreak" and len(r.text) < MIXED_CHARS // 2]
+    if not benign:
+        return []
     extra = []
     for attack in attacks:
         room = MIXED_CHARS - len(attack.text)

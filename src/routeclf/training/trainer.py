@@ -253,6 +253,8 @@ def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task)
         if len(words.offsets):
             logits.append(words.logits)
             y += [label2id[t] for t in token_tags(words.offsets, list(range(len(words.offsets))), row.spans)]
+    if not logits:
+        raise TrainingError("the validation split holds no words to calibrate on")
     predictor.temperature = fit_temperature(np.concatenate(logits), np.array(y))
     gold = [set(r.spans) for r in rows]
     by_threshold = {}
@@ -277,24 +279,44 @@ def checkpoint_directory(out: Path) -> Path:
     return out.parent / f".{out.name}.checkpoints"
 
 
-def _prepare_checkpoints(checkpoints: Path, manifest: dict[str, Any], resume: bool) -> None:
-    """A fresh run starts from an empty checkpoint directory; a resumed run must find
-    checkpoints made from the same data and split."""
-    saved = checkpoints / "split.json"
-    if resume:
-        if not list(checkpoints.glob("checkpoint-*")):
-            raise TrainingError(f"--resume: no checkpoint in {checkpoints}; start without --resume")
-        previous = json.loads(saved.read_text()) if saved.is_file() else {}
-        if (previous.get("data_sha256"), previous.get("ids")) != (manifest["data_sha256"], manifest["ids"]):
-            raise TrainingError(f"--resume: the data or the split differs from the interrupted run's ({saved})")
-        return
+RESUME_IGNORES = ("resume", "overwrite")  # settings a resumed run may change
+
+
+def _check_resumable(checkpoints: Path, manifest: dict[str, Any], settings: TrainSettings) -> None:
+    """A resumed run must find checkpoints made from the same data, split and settings."""
+    if not list(checkpoints.glob("checkpoint-*")):
+        raise TrainingError(f"--resume: no checkpoint in {checkpoints}; start without --resume")
+    split_file, settings_file = checkpoints / "split.json", checkpoints / "settings.json"
+    if not split_file.is_file() or not settings_file.is_file():
+        raise TrainingError(f"--resume: {checkpoints} lacks split.json or settings.json; start without --resume")
+    previous = json.loads(split_file.read_text())
+    if previous.get("data_sha256") != manifest["data_sha256"]:
+        raise TrainingError("--resume: the data changed since the interrupted run (sha256 differs)")
+    if previous.get("ids") != manifest["ids"]:
+        raise TrainingError("--resume: the split differs from the interrupted run's")
+    before, now = json.loads(settings_file.read_text()), _resumable_settings(settings)
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        listed = ", ".join(f"{k} ({before.get(k)!r} then, {now.get(k)!r} now)" for k in changed)
+        raise TrainingError(f"--resume: settings differ from the interrupted run's: {listed}")
+
+
+def _resumable_settings(settings: TrainSettings) -> dict[str, Any]:
+    values = {k: v for k, v in asdict(settings).items() if k not in RESUME_IGNORES}
+    return json.loads(json.dumps(values))  # tuples become lists, as they are read back
+
+
+def _prepare_checkpoints(checkpoints: Path, manifest: dict[str, Any], settings: TrainSettings) -> None:
+    """A fresh run starts from an empty checkpoint directory that records its split and settings."""
     shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(parents=True)
-    write_manifest(manifest, saved)
+    write_manifest(manifest, checkpoints / "split.json")
+    write_json(checkpoints / "settings.json", _resumable_settings(settings))
 
 
-def train(settings: TrainSettings) -> Path:
-    """Train and publish an artifact; returns its directory. Nothing is written at `out` on failure."""
+def train(settings: TrainSettings) -> Path | None:
+    """Train and publish an artifact; returns its directory (None on the other ranks of a
+    distributed run: rank 0 writes). Nothing is written at `out` on failure."""
     task = get_task(settings.task)
     settings = settings.with_task_defaults(task)
     out = settings.resolved_out()
@@ -325,8 +347,10 @@ def train(settings: TrainSettings) -> Path:
     checkpoints = checkpoint_directory(out)
     arguments = _training_arguments(settings, checkpoints, selection_metric)
     main_process = arguments.process_index == 0  # under torchrun, only rank 0 writes
-    if main_process:
-        _prepare_checkpoints(checkpoints, manifest, settings.resume)
+    if settings.resume:  # every rank checks: each reads the checkpoint
+        _check_resumable(checkpoints, manifest, settings)
+    elif main_process:
+        _prepare_checkpoints(checkpoints, manifest, settings)
     trainer = FiniteLossTrainer(
         model=model,
         args=arguments,
@@ -344,7 +368,7 @@ def train(settings: TrainSettings) -> Path:
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
     if not main_process:
-        return out
+        return None
     best_epoch, history = _best_epoch(trainer, selection_metric)
     device = "cuda" if use_cuda(settings.device) else "cpu"
 

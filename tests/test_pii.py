@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from routeclf.cli import main
 from routeclf.data.alignment import Entity, merge_units, token_tags, units
-from routeclf.data.sources import load_rows
+from routeclf.data.sources import Fields, load_rows
 from routeclf.data.split import make_split
 from routeclf.errors import DataError
 from routeclf.inference.entities import EntityPredictor, mask
@@ -230,3 +230,11 @@ def test_pii_endpoint(model: Path) -> None:
         assert wrong.status_code == 422
         assert client.post("/api/v1/classify/intent", json={"text": text}).status_code == 503
 
+
+
+def test_missing_spans_column_is_named(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path, [{"text": "Jane Doe", "entities": []}])
+    with pytest.raises(DataError, match="no spans column 'spans'.*--label-field"):
+        load_rows(path, PII, require_all_labels=False)
+    rows = load_rows(path, PII, fields=Fields.for_task(PII, label="entities"), require_all_labels=False).rows
+    assert rows[0].spans == ()

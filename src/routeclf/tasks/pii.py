@@ -72,9 +72,9 @@ def canonical_template(masked: str) -> str:
     return "template: " + normalise_text(_PLACEHOLDERS.sub("{{}}", masked))
 
 
-def _spans(record: dict, text: str, where: str) -> tuple[tuple[int, int, str], ...]:
+def _spans(record: dict, field: str, text: str, where: str) -> tuple[tuple[int, int, str], ...]:
     spans = []
-    for span in record.get("spans") or []:
+    for span in record.get(field) or []:
         try:
             start, end, kind = int(span["start"]), int(span["end"]), str(span["entity_type"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -92,7 +92,7 @@ def _spans(record: dict, text: str, where: str) -> tuple[tuple[int, int, str], .
     return tuple(spans)
 
 
-def _rows(records: list[dict], source: str, text_field: str) -> list[Row]:
+def _rows(records: list[dict], source: str, text_field: str, spans_field: str) -> list[Row]:
     from routeclf.data.sources import Row, normalise_text
 
     rows = []
@@ -103,7 +103,7 @@ def _rows(records: list[dict], source: str, text_field: str) -> list[Row]:
             raise DataError(f"{where}: empty or missing {text_field!r}")
         masked = record.get("masked")
         group = canonical_template(masked) if isinstance(masked, str) else normalise_text(text)
-        rows.append(Row(f"{source}-{index}", text, NO_ENTITY, group, source, _spans(record, text, where)))
+        rows.append(Row(f"{source}-{index}", text, NO_ENTITY, group, source, _spans(record, spans_field, text, where)))
     return rows
 
 
@@ -129,7 +129,13 @@ def _finish(rows: list[Row], source: str) -> LoadedData:
 
 
 def load_records(records: list[dict], source: str, task: Task, fields: Fields | None = None) -> LoadedData:
-    return _finish(_rows(records, Path(source).stem, fields.text if fields else task.text_field), source)
+    """Rows from a file's or hub dataset's records: a text column and a spans column
+    (`--text-field`, `--label-field`; default `text` and `spans`)."""
+    text_field, spans_field = (fields.text, fields.label) if fields else (task.text_field, task.label_field)
+    if records and spans_field not in records[0]:
+        raise DataError(f"{source}: no spans column {spans_field!r}; columns are: {', '.join(sorted(records[0]))} "
+                        "(choose another with --label-field)")
+    return _finish(_rows(records, Path(source).stem, text_field, spans_field), source)
 
 
 def load_folder(root: Path, task: Task) -> LoadedData:
@@ -139,7 +145,7 @@ def load_folder(root: Path, task: Task) -> LoadedData:
     for relative in PRESIDIO_FILES:
         if not (root / relative).is_file():
             raise DataError(f"{root} is not laid out like the shared data folder: {relative} is missing")
-        rows += _rows(read_records(str(root / relative)), relative.stem, task.text_field)
+        rows += _rows(read_records(str(root / relative)), relative.stem, task.text_field, task.label_field)
     return _finish(rows, str(root))
 
 

@@ -55,6 +55,22 @@ def entity_metrics(gold: list[set[Span]], predicted: list[set[Span]], types: tup
     }
 
 
+def word_targets(rows: list[Row], scores: list, labels: tuple[str, ...],
+                 types: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every word's raw logits and gold label index, texts one after another. A word's gold tag
+    is that of the entity it starts in (entities of `types` only, when given)."""
+    index = {label: i for i, label in enumerate(labels)}
+    logits, y = [], []
+    for row, words in zip(rows, scores):
+        if not len(words.offsets):
+            continue
+        spans = [s for s in row.spans if types is None or s[2] in types]
+        # Each word on its own: token_tags then tags every word by the entity it starts in.
+        y += [index[tag] for tag in token_tags(words.offsets, list(range(len(words.offsets))), spans)]
+        logits.append(words.logits)
+    return (np.concatenate(logits) if logits else np.zeros((0, len(labels)))), np.array(y, dtype=int)
+
+
 def score_entity_rows(predictor: EntityPredictor, rows: list[Row], task: Task,
                       types: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Entity metrics (optionally only `types`, for data annotated with fewer types), per-type
@@ -69,19 +85,9 @@ def score_entity_rows(predictor: EntityPredictor, rows: list[Row], task: Task,
 
     # Word level: each word's gold tag against the predicted one.
     kinds = list(types) + ["O"]
-    label_index = {label: i for i, label in enumerate(predictor.labels)}
-    y, probability_rows, raw_rows = [], [], []
-    for row, words in zip(rows, scores):
-        if not len(words.offsets):
-            continue
-        # Each word on its own: token_tags then tags every word by the entity it starts in.
-        tags = token_tags(words.offsets, list(range(len(words.offsets))), [s for s in row.spans if s[2] in types])
-        y += [label_index[tag] for tag in tags]
-        raw_rows.append(softmax(words.logits))
-        probability_rows.append(softmax(words.logits / predictor.temperature))
-    if y:
-        y_true = np.array(y)
-        probabilities, raw = np.concatenate(probability_rows), np.concatenate(raw_rows)
+    logits, y_true = word_targets(rows, scores, predictor.labels, types)
+    if len(y_true):
+        probabilities, raw = softmax(logits / predictor.temperature), softmax(logits)
         kind_of = [label[2:] if label != "O" else "O" for label in predictor.labels]
         true_kind = [kind_of[i] for i in y_true]
         predicted_kind = [kind_of[i] for i in probabilities.argmax(1)]

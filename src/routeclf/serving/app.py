@@ -265,7 +265,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(503, "model_not_loaded", f"no {TASK_TYPES[task_type]} model is configured on this server")
         return slots[task_type]
 
-    def intent_result(slot: ModelSlot, probabilities, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
+    # Each task's answer for one text, from its scores and the request's options.
+    def intent_result(slot: ModelSlot, text: str, probabilities, options: Options | None,
+                      elapsed_ms: float) -> dict[str, Any]:
         predictor = slot.predictor
         options = options or Options()
         threshold = predictor.threshold if options.confidence_threshold is None else options.confidence_threshold
@@ -286,15 +288,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             result["probabilities"] = {label: float(p) for label, p in zip(predictor.labels, probabilities)}
         return result
 
-    @app.post("/api/v1/classify/intent")
-    async def classify_intent(body: IntentRequest) -> dict[str, Any]:
-        started = time.perf_counter()
-        slot = slot_for("intent")
-        check_texts([body.text])
-        (probabilities,) = await slot.probabilities([body.text])
-        return intent_result(slot, probabilities, body.options, (time.perf_counter() - started) * 1000)
-
-    def security_result(slot: ModelSlot, probabilities, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
+    def security_result(slot: ModelSlot, text: str, probabilities, options: Options | None,
+                        elapsed_ms: float) -> dict[str, Any]:
         predictor = slot.predictor
         threshold = predictor.threshold
         if options is not None and options.confidence_threshold is not None:
@@ -308,16 +303,6 @@ def create_app(config: ServeConfig) -> FastAPI:
             "threshold": threshold,
             "processing_time_ms": round(elapsed_ms, 3),
         }
-
-    RESULTS = {"intent": intent_result, "security": security_result}
-
-    @app.post("/api/v1/classify/security")
-    async def classify_security(body: IntentRequest) -> dict[str, Any]:
-        started = time.perf_counter()
-        slot = slot_for("security")
-        check_texts([body.text])
-        (probabilities,) = await slot.probabilities([body.text])
-        return security_result(slot, probabilities, body.options, (time.perf_counter() - started) * 1000)
 
     def pii_result(slot: ModelSlot, text: str, scores, options: PiiOptions | None, elapsed_ms: float) -> dict[str, Any]:
         from dataclasses import asdict
@@ -345,39 +330,50 @@ def create_app(config: ServeConfig) -> FastAPI:
             listed = f"unknown entity types {', '.join(unknown)}" if unknown else "entity_types is empty"
             raise ApiError(422, "unknown_entity_type", f"{listed}; the model finds {', '.join(known)}")
 
+    RESULTS = {"intent": intent_result, "security": security_result, "pii": pii_result}
+    OPTIONS = {"intent": Options, "security": Options, "pii": PiiOptions}
+
+    async def classify(task_type: str, texts: list[str], options: BaseModel | None, started: float) -> list[dict]:
+        """The one scoring path of every endpoint: checks, the micro-batcher, each task's answer."""
+        slot = slot_for(task_type)
+        check_texts(texts)
+        if task_type == "pii":
+            check_entity_types(slot, options)
+        scores = await slot.probabilities(texts)
+        elapsed = (time.perf_counter() - started) * 1000
+        return [RESULTS[task_type](slot, text, x, options, elapsed) for text, x in zip(texts, scores)]
+
+    @app.post("/api/v1/classify/intent")
+    async def classify_intent(body: IntentRequest) -> dict[str, Any]:
+        (result,) = await classify("intent", [body.text], body.options, time.perf_counter())
+        return result
+
+    @app.post("/api/v1/classify/security")
+    async def classify_security(body: IntentRequest) -> dict[str, Any]:
+        (result,) = await classify("security", [body.text], body.options, time.perf_counter())
+        return result
+
     @app.post("/api/v1/classify/pii")
     async def classify_pii(body: PiiRequest) -> dict[str, Any]:
-        started = time.perf_counter()
-        slot = slot_for("pii")
-        check_texts([body.text])
-        check_entity_types(slot, body.options)
-        (scores,) = await slot.probabilities([body.text])
-        return pii_result(slot, body.text, scores, body.options, (time.perf_counter() - started) * 1000)
+        (result,) = await classify("pii", [body.text], body.options, time.perf_counter())
+        return result
 
     @app.post("/api/v1/classify/batch")
     async def classify_batch(body: BatchRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        slot = slot_for(body.task_type)
+        slot_for(body.task_type)  # an unknown or unconfigured task is named before anything else
         if not body.texts:
             raise ApiError(422, "empty_batch", "texts is empty")
         if len(body.texts) > config.max_batch_items:
             raise ApiError(413, "batch_too_large", f"{len(body.texts)} texts; the limit is {config.max_batch_items}")
         check_texts(body.texts)
-        schema = PiiOptions if body.task_type == "pii" else Options
         try:
-            options = schema.model_validate(body.options) if body.options is not None else None
+            options = OPTIONS[body.task_type].model_validate(body.options) if body.options is not None else None
         except ValidationError as exc:
             raise RequestValidationError([dict(e, loc=("body", "options", *e["loc"])) for e in exc.errors()]) from exc
-        if body.task_type == "pii":
-            check_entity_types(slot, options)
-        scores = await slot.probabilities(body.texts)
-        elapsed = (time.perf_counter() - started) * 1000
-        if body.task_type == "pii":
-            results = [pii_result(slot, t, x, options, elapsed) for t, x in zip(body.texts, scores)]
-        else:
-            results = [RESULTS[body.task_type](slot, x, options, elapsed) for x in scores]
+        results = await classify(body.task_type, body.texts, options, started)
         return {"results": results, "total_count": len(results), "task_type": body.task_type,
-                "processing_time_ms": round(elapsed, 3)}
+                "processing_time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
     @app.get("/health")
     async def health() -> dict[str, str]:

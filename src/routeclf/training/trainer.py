@@ -34,7 +34,7 @@ from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
 from routeclf.evaluation.calibration import choose_threshold, fit_temperature, threshold_for_fpr
-from routeclf.evaluation.entities import entity_metrics
+from routeclf.evaluation.entities import entity_metrics, word_targets
 from routeclf.evaluation.evaluate import score_rows
 from routeclf.inference import load_predictor
 from routeclf.inference.entities import EntityPredictor
@@ -137,10 +137,9 @@ def use_cuda(device: str) -> bool:
     return available and device != "cpu"
 
 
-def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: str) -> TrainingArguments:
+def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: str, cuda: bool) -> TrainingArguments:
     """Hugging Face Trainer settings. Under torchrun or accelerate launch the Trainer runs
     data-parallel (DDP): NCCL on GPUs, gloo on CPUs; bf16 where the GPU supports it."""
-    cuda = use_cuda(s.device)
     schedule = {"strategy": "steps", "steps": s.save_steps} if s.save_steps else {"strategy": "epoch", "steps": 500}
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -247,15 +246,10 @@ def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task)
     threshold with the best validation micro-F1 (ties: the lower threshold)."""
     texts = [r.text for r in rows]
     scores = predictor.word_scores(texts)
-    label2id = task.label2id
-    logits, y = [], []
-    for row, words in zip(rows, scores):
-        if len(words.offsets):
-            logits.append(words.logits)
-            y += [label2id[t] for t in token_tags(words.offsets, list(range(len(words.offsets))), row.spans)]
-    if not logits:
+    logits, y = word_targets(rows, scores, task.labels)
+    if not len(y):
         raise TrainingError("the validation split holds no words to calibrate on")
-    predictor.temperature = fit_temperature(np.concatenate(logits), np.array(y))
+    predictor.temperature = fit_temperature(logits, y)
     gold = [set(r.spans) for r in rows]
     by_threshold = {}
     for threshold in THRESHOLD_GRID:
@@ -345,7 +339,9 @@ def train(settings: TrainSettings) -> Path | None:
     selection_metric = SELECTION_METRIC[task.problem_type]
 
     checkpoints = checkpoint_directory(out)
-    arguments = _training_arguments(settings, checkpoints, selection_metric)
+    cuda = use_cuda(settings.device)
+    device = "cuda" if cuda else "cpu"
+    arguments = _training_arguments(settings, checkpoints, selection_metric, cuda)
     main_process = arguments.process_index == 0  # under torchrun, only rank 0 writes
     if settings.resume:  # every rank checks: each reads the checkpoint
         _check_resumable(checkpoints, manifest, settings)
@@ -370,7 +366,6 @@ def train(settings: TrainSettings) -> Path | None:
     if not main_process:
         return None
     best_epoch, history = _best_epoch(trainer, selection_metric)
-    device = "cuda" if use_cuda(settings.device) else "cpu"
 
     with staged_directory(out, settings.overwrite) as staging:
         trained = trainer.model

@@ -2,14 +2,18 @@
 
 Training labels the first sub-token of each word (and of each piece of a word that a span
 boundary cuts) and leaves the other sub-tokens out of the loss. Prediction goes the other way:
-each word's tag, read from its first sub-token, covers the whole word, and consecutive words of
-one entity merge into one character span.
+each word's tag, read from its first sub-token, covers the whole word, the words' tags are read
+as one valid BIO sequence (`decode_tags`), and consecutive words of one entity merge into one
+character span.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 
 Span = tuple[int, int, str]  # character start, end (exclusive), entity type
 
@@ -104,3 +108,35 @@ def merge_units(
         current.append((start, end, tag, probability))
     close()
     return entities
+
+
+@lru_cache(maxsize=8)
+def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Which labels are `I-` tags, and the log transition score [previous, next]: 0 where the
+    move is valid, -inf where it is not."""
+    inside = np.array([label.startswith("I-") for label in labels])
+    allowed = np.array([[not inside[j] or (previous != "O" and previous[2:] == label[2:])
+                         for j, label in enumerate(labels)] for previous in labels])
+    return inside, np.where(allowed, 0.0, -np.inf)
+
+
+def decode_tags(log_probabilities: np.ndarray, labels: Sequence[str]) -> list[int]:
+    """The most probable valid BIO sequence (Viterbi): `I-X` only after `B-X` or `I-X`.
+
+    Reading each word's best tag alone lets `O I-PERSON` open a name at its second word, or
+    `B-PERSON I-LOCATION` cut it; the constrained path weighs the whole sequence instead.
+    """
+    n = len(log_probabilities)
+    if n == 0:
+        return []
+    inside, transition = _transitions(tuple(labels))
+    score = np.where(inside, -np.inf, log_probabilities[0])
+    back = np.zeros((n, len(labels)), dtype=int)
+    for t in range(1, n):
+        candidates = score[:, None] + transition
+        back[t] = candidates.argmax(0)
+        score = candidates.max(0) + log_probabilities[t]
+    path = [int(score.argmax())]
+    for t in range(n - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer
 
 from routeclf.artifact.writer import read_json
-from routeclf.data.alignment import Entity, merge_units, units
+from routeclf.data.alignment import Entity, decode_tags, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE
@@ -114,9 +114,10 @@ class EntityPredictor:
         results = []
         for text, words in zip(texts, scores or self.word_scores(texts)):
             probabilities = softmax(words.logits / self.temperature) if len(words.offsets) else words.logits
+            path = decode_tags(np.log(np.maximum(probabilities, 1e-12)), self.labels)
             tagged = [
-                (start, end, self.labels[int(p.argmax())], float(p.max()))
-                for (start, end), p in zip(words.offsets, probabilities)
+                (start, end, self.labels[tag], float(p[tag]))
+                for (start, end), p, tag in zip(words.offsets, probabilities, path)
             ]
             found = merge_units(text, tagged, threshold)
             results.append([e for e in found if wanted is None or e.type in wanted])

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
@@ -29,7 +30,7 @@ from routeclf.artifact.writer import (
     write_json,
     write_label_mappings,
 )
-from routeclf.data.alignment import merge_units, token_tags
+from routeclf.data.alignment import decode_tags, merge_units, token_tags
 from routeclf.data.sources import Fields, Row, load_rows
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
@@ -120,7 +121,8 @@ def _token_metrics(task: Task):
         gold, predicted = [], []
         for logits, ids in zip(prediction.predictions, prediction.label_ids):
             keep = np.flatnonzero(ids != IGNORE_INDEX)
-            for tags, out in ((ids[keep], gold), (logits[keep].argmax(-1), predicted)):
+            path = decode_tags(log_softmax(logits[keep], axis=-1), labels)
+            for tags, out in ((ids[keep], gold), (path, predicted)):
                 tagged = [(i, i + 1, labels[int(t)], 1.0) for i, t in enumerate(tags)]
                 out.append({(e.start, e.end, e.type) for e in merge_units("", tagged)})
         metrics = entity_metrics(gold, predicted, task.entity_types)

@@ -8,14 +8,16 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
 from routeclf.cli import main
-from routeclf.data.alignment import Entity, merge_units, token_tags, units
+from routeclf.data.alignment import Entity, decode_tags, merge_units, token_tags, units
 from routeclf.data.sources import Fields, load_rows
 from routeclf.data.split import make_split
 from routeclf.errors import DataError
+from routeclf.evaluation.entities import entity_metrics
 from routeclf.inference.entities import EntityPredictor, mask
 from routeclf.tasks import get_task
 from routeclf.tasks.pii import canonical_template, read_conll
@@ -82,6 +84,36 @@ def test_merge_rules() -> None:
     assert [(e.value, e.type) for e in found] == [("Ann Lee", "PERSON"), ("Bob", "PERSON")]
     assert found[0].confidence == pytest.approx(0.8)
     assert [e.value for e in merge_units(text, words, threshold=0.5)] == ["Ann Lee"]
+
+
+def test_decoding_keeps_bio_valid() -> None:
+    labels = ("B-LOCATION", "B-PERSON", "I-LOCATION", "I-PERSON", "O")
+
+    def path(*rows: list[float]) -> list[str]:
+        return [labels[i] for i in decode_tags(np.log(np.array(rows)), labels)]
+
+    # Best tag alone: O, I-PERSON (a name opened at its second word). The valid reading with the
+    # most probability mass opens it at the first word.
+    assert path([0.05, 0.40, 0.05, 0.05, 0.45], [0.05, 0.05, 0.05, 0.80, 0.05]) == ["B-PERSON", "I-PERSON"]
+    # When the first word is surely outside, the second takes its best allowed tag.
+    assert path([0.01, 0.01, 0.01, 0.01, 0.96], [0.05, 0.30, 0.05, 0.55, 0.05]) == ["O", "B-PERSON"]
+    # A type switch inside an entity is resolved to one type.
+    decoded = path([0.05, 0.80, 0.05, 0.05, 0.05], [0.05, 0.05, 0.45, 0.40, 0.05])
+    assert decoded == ["B-PERSON", "I-PERSON"]
+    assert path([0.9, 0.02, 0.02, 0.02, 0.04]) == ["B-LOCATION"]
+    assert decode_tags(np.zeros((0, 5)), labels) == []
+
+
+def test_entity_metrics_exact_and_boundary_relaxed() -> None:
+    gold = [{(0, 8, "PERSON"), (12, 20, "LOCATION")}, {(0, 5, "PERSON")}]
+    predicted = [{(0, 8, "PERSON"), (12, 16, "LOCATION")}, {(0, 5, "LOCATION"), (7, 9, "PERSON")}]
+    m = entity_metrics(gold, predicted, ("LOCATION", "PERSON"))
+    # Exact: only the first PERSON matches (1 of 3 gold, 1 of 4 predicted).
+    assert (m["n_entities"], m["n_predicted"]) == (3, 4)
+    assert m["micro_recall"] == pytest.approx(1 / 3) and m["micro_precision"] == pytest.approx(1 / 4)
+    assert m["per_class"]["LOCATION"]["f1"] == 0.0
+    # Relaxed: the cut LOCATION overlaps its gold; a wrong type or a disjoint span never counts.
+    assert m["overlap_recall"] == pytest.approx(2 / 3) and m["overlap_precision"] == pytest.approx(2 / 4)
 
 
 def test_masking() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from routeclf.cli import build_parser
@@ -16,13 +17,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def train_settings(doc: str, task: str, data_default: str, out_default: str) -> tuple[argparse.Namespace, list[str], TrainSettings]:
-    """The benchmark's own flags (`--data`, `--out`, `--label`) and `routeclf train` settings
-    from every other flag (after `--`)."""
+def train_settings(doc: str, task: str, data_default: str, out_default: str,
+                   own_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+                   ) -> tuple[argparse.Namespace, list[str], TrainSettings]:
+    """The benchmark's own flags (`--data`, `--out`, `--label`, and any `own_flags` adds) and
+    `routeclf train` settings from every other flag (after `--`)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", "--data-dir", dest="data", default=data_default)
     parser.add_argument("--out", default=out_default)
     parser.add_argument("--label", default="default", help="name of this configuration in the results table")
+    if own_flags:
+        own_flags(parser)
     own, flags = parser.parse_known_args()
     flags = [f for f in flags if f != "--"]
     args = build_parser().parse_args(["train", task, "--data", own.data, "--out", own.out, "--overwrite", *flags])

@@ -22,10 +22,10 @@ from pathlib import Path
 from common import DATA_DIR, record, run_summary, train_settings
 
 from routeclf.artifact.validate import MIN_TYPE_SUPPORT
+from routeclf.data.sources import read_records
 from routeclf.evaluation.entities import format_entity_table, score_entity_rows
 from routeclf.inference.entities import EntityPredictor
 from routeclf.tasks import get_task
-from routeclf.data.sources import read_records
 from routeclf.tasks.pii import PRESIDIO_FILES, load_records, read_conll
 from routeclf.training.trainer import train
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.special import log_softmax
 
 Span = tuple[int, int, str]  # character start, end (exclusive), entity type
 
@@ -120,15 +121,17 @@ def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return inside, np.where(allowed, 0.0, -np.inf)
 
 
-def decode_tags(log_probabilities: np.ndarray, labels: Sequence[str]) -> list[int]:
-    """The most probable valid BIO sequence (Viterbi): `I-X` only after `B-X` or `I-X`.
+def decode_tags(logits: np.ndarray, labels: Sequence[str]) -> list[int]:
+    """The most probable valid BIO sequence (Viterbi) for words' logits (or log-probabilities):
+    `I-X` only after `B-X` or `I-X`.
 
     Reading each word's best tag alone lets `O I-PERSON` open a name at its second word, or
     `B-PERSON I-LOCATION` cut it; the constrained path weighs the whole sequence instead.
     """
-    n = len(log_probabilities)
+    n = len(logits)
     if n == 0:
         return []
+    log_probabilities = log_softmax(logits, axis=-1)
     inside, transition = _transitions(tuple(labels))
     score = np.where(inside, -np.inf, log_probabilities[0])
     back = np.zeros((n, len(labels)), dtype=int)

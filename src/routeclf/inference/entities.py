@@ -114,7 +114,7 @@ class EntityPredictor:
         results = []
         for text, words in zip(texts, scores or self.word_scores(texts)):
             probabilities = softmax(words.logits / self.temperature) if len(words.offsets) else words.logits
-            path = decode_tags(np.log(np.maximum(probabilities, 1e-12)), self.labels)
+            path = decode_tags(words.logits / self.temperature, self.labels)
             tagged = [
                 (start, end, self.labels[tag], float(p[tag]))
                 for (start, end), p, tag in zip(words.offsets, probabilities, path)

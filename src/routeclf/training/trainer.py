@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import log_softmax
 from transformers import (
     AutoTokenizer,
     DataCollatorForTokenClassification,
@@ -121,7 +120,7 @@ def _token_metrics(task: Task):
         gold, predicted = [], []
         for logits, ids in zip(prediction.predictions, prediction.label_ids):
             keep = np.flatnonzero(ids != IGNORE_INDEX)
-            path = decode_tags(log_softmax(logits[keep], axis=-1), labels)
+            path = decode_tags(logits[keep], labels)
             for tags, out in ((ids[keep], gold), (path, predicted)):
                 tagged = [(i, i + 1, labels[int(t)], 1.0) for i, t in enumerate(tags)]
                 out.append({(e.start, e.end, e.type) for e in merge_units("", tagged)})

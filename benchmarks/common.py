@@ -31,7 +31,7 @@ def train_settings(doc: str, task: str, data_default: str, out_default: str,
     own, flags = parser.parse_known_args()
     flags = [f for f in flags if f != "--"]
     args = build_parser().parse_args(["train", task, "--data", own.data, "--out", own.out, "--overwrite", *flags])
-    return own, flags, settings_from_args(TrainSettings, args)
+    return own, flags, settings_from_args(args)
 
 
 def run_summary(label: str, flags: list[str], wall: float, config: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from routeclf.data.sources import read_records
 from routeclf.evaluation.entities import format_entity_table, score_entity_rows
 from routeclf.inference.entities import EntityPredictor
 from routeclf.tasks import get_task
-from routeclf.tasks.pii import PRESIDIO_FILES, load_records, read_conll
+from routeclf.tasks.pii import PRESIDIO_FILES
+from routeclf.tasks.spans import load_records, read_conll
 from routeclf.training.trainer import train
 
 WNUT_TEST = Path("pii/wnut17/emerging.test.annotated")

@@ -58,12 +58,12 @@ def test_config_file_and_unknown_keys(capsys, tmp_path: Path, synthetic_file: Pa
 
 def test_config_file_values_and_flag_precedence(tmp_path: Path) -> None:
     from routeclf.cli import build_parser
-    from routeclf.settings import TrainSettings, settings_from_args
+    from routeclf.settings import settings_from_args
 
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 2\nlr: 0.001\nmethod: lora\nsplit-ratios: [0.8, 0.1, 0.1]\n")
     args = build_parser().parse_args(["train", "category", "--config", str(config), "--lr", "0.002"])
-    settings = settings_from_args(TrainSettings, args)
+    settings = settings_from_args(args)
     assert (settings.epochs, settings.lr, settings.method, settings.split_ratios) == (2, 0.002, "lora", (0.8, 0.1, 0.1))
 
 
@@ -84,12 +84,10 @@ def test_predict_and_evaluate_need_an_artifact(capsys, tmp_path: Path) -> None:
 
 def test_task_defaults_fill_what_the_user_left_unset() -> None:
     from routeclf.cli import build_parser
-    from routeclf.settings import TrainSettings, settings_from_args
-    from routeclf.tasks import get_task
+    from routeclf.settings import settings_from_args
 
-    args = build_parser().parse_args(["train", "pii", "--epochs", "3"])
-    settings = settings_from_args(TrainSettings, args).with_task_defaults(get_task("pii"))
+    settings = settings_from_args(build_parser().parse_args(["train", "pii", "--epochs", "3"]))
     assert (settings.epochs, settings.lr, settings.max_length, settings.ngram) == (3, 2e-4, 128, False)
-    category = settings_from_args(TrainSettings, build_parser().parse_args(["train", "category"]))
-    category = category.with_task_defaults(get_task("category"))
+    category = settings_from_args(build_parser().parse_args(["train", "category"]))
     assert (category.epochs, category.lr, category.max_length, category.ngram) == (4, 8e-5, 64, True)
+    assert category.data == "TIGER-Lab/MMLU-Pro"  # the built-in task file's own data

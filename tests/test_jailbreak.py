@@ -49,7 +49,7 @@ def test_folder_missing_a_source_is_named(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def model(data_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("jailbreak") / "model"
-    flags = ["--max-samples", "300", "--epochs", "1", "--max-length", "32", "--batch-size", "16", "--lr", "2e-4"]
+    flags = ["--max-samples", "300", "--epochs", "1", "--max-length", "32", "--batch-size", "16", "--lr", "2e-4", "--min-steps", "0"]
     assert main(["train", "jailbreak", "--data", str(data_dir), "--out", str(out), *flags]) == 0
     return out
 
@@ -121,13 +121,15 @@ def test_security_endpoint(model: Path) -> None:
 
     from routeclf.serving.app import ServeConfig, create_app
 
-    with TestClient(create_app(ServeConfig(models={"security": model}))) as client:
+    with TestClient(create_app(ServeConfig(models={"jailbreak": model}))) as client:
         for _ in range(300):
             if client.get("/ready").status_code == 200:
                 break
             time.sleep(0.05)
         body = client.post("/api/v1/classify/security", json={"text": ATTACK}).json()
-        assert set(body) == {"is_jailbreak", "risk_score", "confidence", "threshold", "processing_time_ms"}
+        assert set(body) == {"is_jailbreak", "label", "risk_score", "confidence", "threshold", "processing_time_ms", "model"}
+        assert body["label"] == ("jailbreak" if body["is_jailbreak"] else "benign")
+        assert client.post("/api/v1/classify/jailbreak", json={"text": ATTACK}).json()["risk_score"] == body["risk_score"]
         assert body["threshold"] == Predictor(model).threshold
         assert body["is_jailbreak"] == (body["risk_score"] >= body["threshold"])
         batch = client.post("/api/v1/classify/batch", json={"texts": [ATTACK, "hello there"], "task_type": "security"})

@@ -20,7 +20,8 @@ from routeclf.errors import DataError
 from routeclf.evaluation.entities import entity_metrics
 from routeclf.inference.entities import EntityPredictor, mask
 from routeclf.tasks import get_task
-from routeclf.tasks.pii import canonical_template, read_conll
+from routeclf.tasks.pii import canonical_template
+from routeclf.tasks.spans import read_conll
 from routeclf.training.models import resolve_base
 
 from conftest import DATA_DIR
@@ -196,7 +197,7 @@ def test_split_is_grouped_by_template(data_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def model(data_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pii") / "model"
-    flags = ["--max-samples", "240", "--epochs", "1", "--max-length", "48", "--batch-size", "16", "--lr", "3e-4"]
+    flags = ["--max-samples", "240", "--epochs", "1", "--max-length", "48", "--batch-size", "16", "--lr", "3e-4", "--min-steps", "0"]
     assert main(["train", "pii", "--data", str(data_dir), "--out", str(out), *flags]) == 0
     return out
 

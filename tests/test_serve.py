@@ -41,7 +41,7 @@ def wait_ready(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def client(model: Path):
-    config = ServeConfig(models={"intent": model}, max_text_chars=500, max_batch_items=4, max_body_bytes=5000)
+    config = ServeConfig(models={"category": model}, max_text_chars=500, max_batch_items=4, max_body_bytes=5000)
     with TestClient(create_app(config)) as client:
         wait_ready(client)
         yield client
@@ -120,12 +120,14 @@ def test_metrics_and_info(client: TestClient) -> None:
     assert "routeclf_requests_total" in metrics and "routeclf_batch_size_bucket" in metrics
     assert "routeclf_request_latency_seconds_bucket" in metrics and "routeclf_errors_total" in metrics
     (info,) = client.get("/info/models").json()["models"]
-    assert info["task"] == "category" and set(info["labels"]) == LABELS and info["loaded"]
+    assert info["task"]["name"] == "category" and set(info["labels"]) == LABELS and info["loaded"]
+    assert info["endpoints"] == ["/api/v1/classify/intent", "/api/v1/classify/category"]
+    assert info["version"].startswith("sha256:") and info["kind"] == "classifier"
     assert len(info["data_sha256"]) == 64 and "accuracy" in info["test_metrics"]
 
 
 def test_api_key(model: Path) -> None:
-    with TestClient(create_app(ServeConfig(models={"intent": model}, api_key="s3cret"))) as client:
+    with TestClient(create_app(ServeConfig(models={"category": model}, api_key="s3cret"))) as client:
         wait_ready(client)
         assert client.post("/api/v1/classify/intent", json={"text": "hi"}).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
@@ -139,13 +141,13 @@ def test_model_that_fails_to_load_is_503_not_a_guess(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    with TestClient(create_app(ServeConfig(models={"intent": broken}))) as client:
+    with TestClient(create_app(ServeConfig(models={"category": broken}))) as client:
         for _ in range(100):
             if "failed" in json.dumps(client.get("/ready").json()):
                 break
             time.sleep(0.05)
         ready = client.get("/ready")
-        assert ready.status_code == 503 and "failed" in ready.json()["models"]["intent"]
+        assert ready.status_code == 503 and "failed" in ready.json()["models"]["category"]
         response = client.post("/api/v1/classify/intent", json={"text": "hello"})
         assert response.status_code == 503 and response.json()["error"]["type"] == "model_not_ready"
 
@@ -163,7 +165,7 @@ def test_e2e_through_a_running_server(model: Path, backend: str, tmp_path: Path,
     from conftest import synthetic_rows, write_jsonl
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(models={"intent": model}, backend=backend)),
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(models={"category": model}, backend=backend)),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

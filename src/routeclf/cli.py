@@ -18,13 +18,17 @@ def _add_field_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from routeclf.data.sources import Fields, load_rows
+    from routeclf.data.sources import Fields, load_rows, resolve_labels
     from routeclf.data.split import make_split, write_manifest
-    from routeclf.tasks import get_task
+    from routeclf.tasks import resolve_task
 
-    task = get_task(args.task)
+    task = resolve_task(args.task)
     fields = Fields.for_task(task, args.text_field, args.label_field, args.id_field)
-    data = load_rows(args.data or task.default_data, task, fields)
+    source = args.data or task.settings.get("data")
+    if not source:
+        raise RouteclfError(f"no data for the {task.name} task: pass --data FILE")
+    task = resolve_labels(task, source, fields)
+    data = load_rows(source, task, fields)
     splits, manifest = make_split(data, tuple(args.ratios), args.seed, args.max_samples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, args.out)
@@ -45,7 +49,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from routeclf.training.trainer import train
 
-    settings = settings_from_args(TrainSettings, args)
+    settings = settings_from_args(args)
     out = train(settings)
     if out is not None:  # under torchrun, rank 0 writes the artifact and says so
         print(f"artifact written to {out}")
@@ -70,7 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _threshold_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default=None, help="task to check against (default: the artifact's)")
+    parser.add_argument("--task", default=None,
+                        help="a built-in task's name or a task file to check against (default: the model's task.json)")
     parser.add_argument("--require-labels", default=None, help="comma-separated labels (default: the task's)")
     parser.add_argument("--data", default=None, help="data to recompute metrics on (default: the training data)")
     parser.add_argument("--min-accuracy", type=float, default=None)
@@ -145,17 +150,36 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named_models(args: argparse.Namespace) -> dict[str, Path]:
+    """`--model NAME=DIR` pairs and the `--category/--jailbreak/--pii DIR` shorthands."""
+    models: dict[str, Path] = {}
+    pairs = [(role, str(path)) for role in ("category", "jailbreak", "pii") if (path := getattr(args, role))]
+    for spec in args.model or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise RouteclfError(f"--model {spec!r}: write NAME=DIR, e.g. --model routes=models/routes")
+        pairs.append((name, path))
+    for name, path in pairs:
+        if name in models:
+            raise RouteclfError(f"two models are named {name!r}; each served model needs its own name")
+        if not (Path(path) / "config.json").is_file():
+            raise RouteclfError(f"{path} is not a model directory (no config.json)")
+        models[name] = Path(path)
+    if not models:
+        raise RouteclfError("nothing to serve: give --model NAME=DIR (or --category / --jailbreak / --pii DIR)")
+    return models
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from routeclf.serving.app import ServeConfig, api_key_from_env, create_app
+    from routeclf.serving.app import ServeConfig, api_key_from_env, check_model_names, create_app
 
-    models = {name: path for name, path in (("intent", args.category), ("security", args.jailbreak), ("pii", args.pii)) if path}
-    if not models:
-        raise RouteclfError("nothing to serve: give at least --category DIR")
-    for path in models.values():
-        if not (path / "config.json").is_file():
-            raise RouteclfError(f"{path} is not a model directory (no config.json)")
+    models = _named_models(args)
+    try:
+        check_model_names(list(models))
+    except ValueError as exc:
+        raise RouteclfError(str(exc)) from None
     config = ServeConfig(
         models=models, backend=args.backend, api_key=api_key_from_env(args.api_key),
         max_text_chars=args.max_text_chars, max_batch_items=args.max_batch_items, max_body_bytes=args.max_body_bytes,
@@ -166,25 +190,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_e2e(args: argparse.Namespace) -> int:
-    from routeclf.data.sources import Fields, load_rows
-    from routeclf.serving.app import TASK_TYPES, api_key_from_env
+    from routeclf.serving.app import api_key_from_env
     from routeclf.serving.e2e import run_e2e
-    from routeclf.tasks import get_task
 
-    if args.task not in TASK_TYPES:
-        raise RouteclfError(f"unknown task {args.task!r}; use one of {', '.join(TASK_TYPES)}")
-    task = get_task(TASK_TYPES[args.task])
-    data = load_rows(args.data, task, Fields.for_task(task, args.text_field, args.label_field, args.id_field),
-                     require_all_labels=False)
-    rows = data.rows[: args.limit] if args.limit else data.rows
-    result = run_e2e(args.url, rows, args.task, args.batch_size, api_key_from_env(args.api_key))
+    result = run_e2e(args.url, args.data, args.task, {"text": args.text_field, "label": args.label_field,
+                                                      "id": args.id_field},
+                     args.batch_size, api_key_from_env(args.api_key), limit=args.limit)
     for label, accuracy in result["per_class_accuracy"].items():
         print(f"  {label:<20} {accuracy:.3f}")
     print(json.dumps({k: v for k, v in result.items() if k != "per_class_accuracy"}, indent=2))
     ok = result["accuracy_single"] >= args.min_accuracy and result["accuracy_batch"] >= args.min_accuracy
     ok = ok and result["errors"] == 0
-    print(f"e2e {'PASSED' if ok else 'FAILED'}: accuracy {result['accuracy_single']:.4f} single, "
-          f"{result['accuracy_batch']:.4f} batch (required {args.min_accuracy}), {result['errors']} errors")
+    print(f"e2e {'PASSED' if ok else 'FAILED'}: accuracy of the answer given {result['accuracy_single']:.4f} single, "
+          f"{result['accuracy_batch']:.4f} batch (required {args.min_accuracy}); top label "
+          f"{result['top_label_accuracy']:.4f}; {result['errors']} errors")
     return 0 if ok else 1
 
 
@@ -193,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     split = commands.add_parser("split", help="split a data set, audit it for leakage, write split.json")
-    split.add_argument("task", help="task name (category)")
+    split.add_argument("task", help="a built-in task (category, jailbreak, pii) or a task file (.yaml)")
     split.add_argument("--data", default=None, help="hub dataset id or local file (default: the task's hub id)")
     split.add_argument("--out", type=Path, default=Path("split.json"), help="where to write the manifest")
     split.add_argument("--seed", type=int, default=42)
@@ -204,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a classifier and write a verified artifact directory")
     add_dataclass_arguments(train, TrainSettings)
+    train.add_argument("--task", dest="task_file", default=None, metavar="FILE.yaml",
+                       help="a task file of your own labels (the same as giving it in place of the task name)")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of an artifact on its saved split or on other data")
@@ -241,9 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export_onnx)
 
     serve = commands.add_parser("serve", help="serve models over HTTP (vLLM semantic router API shape)")
-    serve.add_argument("--category", type=Path, default=None, help="category artifact directory")
-    serve.add_argument("--jailbreak", type=Path, default=None, help="jailbreak artifact directory")
-    serve.add_argument("--pii", type=Path, default=None, help="pii artifact directory")
+    serve.add_argument("--model", action="append", metavar="NAME=DIR",
+                       help="serve the model in DIR at /api/v1/classify/NAME (repeat for more models)")
+    serve.add_argument("--category", type=Path, default=None,
+                       help="the same as --model category=DIR; also answers /api/v1/classify/intent")
+    serve.add_argument("--jailbreak", type=Path, default=None,
+                       help="the same as --model jailbreak=DIR; also answers /api/v1/classify/security")
+    serve.add_argument("--pii", type=Path, default=None, help="the same as --model pii=DIR")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
@@ -262,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     e2e = commands.add_parser("e2e", help="send labelled texts through a running service; fail below a threshold")
     e2e.add_argument("--url", required=True)
     e2e.add_argument("--data", required=True, help="labelled file (the task's columns by default)")
-    e2e.add_argument("--task", default="intent", help="intent")
+    e2e.add_argument("--task", default="intent",
+                     help="the endpoint to test: intent, security, or a served model's name")
     e2e.add_argument("--min-accuracy", type=float, default=0.8)
     e2e.add_argument("--batch-size", type=int, default=32)
     e2e.add_argument("--limit", type=int, default=None, help="only the first N rows")

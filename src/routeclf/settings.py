@@ -18,26 +18,36 @@ from routeclf.tasks.base import Task
 
 @dataclass
 class TrainSettings:
-    task: str = field(default="category", metadata={"help": "task to train: category, jailbreak or pii", "positional": True})
+    task: str = field(
+        default="category",
+        metadata={"help": "task to train: category, jailbreak, pii, or a task file (.yaml) of your own labels",
+                  "positional": True},
+    )
     data: str | None = field(
         default=None, metadata={"help": "hub dataset id or local .jsonl/.json/.csv/.parquet (default: the task's hub id)"}
     )
     out: str | None = field(default=None, metadata={"help": "artifact directory (default: models/<task>)"})
     method: Literal["full", "lora"] = field(default="full", metadata={"help": "full fine-tuning or LoRA (PEFT)"})
     base: str = field(default="minilm", metadata={"help": "base model: minilm (bundled, offline), a local path or a hub id"})
-    epochs: float | None = field(
-        default=None,
-        metadata={"help": "maximum training epochs (early stopping may end sooner); the task's default: 4, pii 12"},
+    epochs: float = field(
+        default=4.0,
+        metadata={"help": "maximum training epochs (early stopping may end sooner; small data trains longer, see "
+                          "--min-steps); pii's default: 12"},
     )
-    lr: float | None = field(
-        default=None,
-        metadata={"help": "peak learning rate (linear warmup, then linear decay); the task's default: 8e-5, pii 2e-4"},
+    lr: float = field(
+        default=8e-5,
+        metadata={"help": "peak learning rate (linear warmup, then linear decay); pii's default: 2e-4"},
     )
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
-    max_length: int | None = field(
-        default=None,
-        metadata={"help": "maximum tokens per text (window) for the encoder; the task's default: 64 for category, 128 for jailbreak and pii"},
+    max_length: int = field(
+        default=64,
+        metadata={"help": "maximum tokens per text (window) for the encoder; jailbreak's and pii's default: 128"},
+    )
+    min_steps: int = field(
+        default=50,
+        metadata={"help": "small data: train at least this many optimizer steps (more epochs when the train split "
+                          "is small); 0 keeps --epochs as given"},
     )
     warmup_ratio: float = field(default=0.06, metadata={"help": "share of steps spent warming up the learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
@@ -52,6 +62,11 @@ class TrainSettings:
     max_samples: int | None = field(
         default=None, metadata={"help": "train on a seeded, label-stratified sample of this many rows (every label kept)"}
     )
+    cv_folds: int | None = field(
+        default=None,
+        metadata={"help": "also report k-fold cross-validated figures of this recipe (k trainings); default: 5 when "
+                          "the test split would hold fewer than 10 rows of some label, else 0 (off)"},
+    )
     seed: int = field(default=42, metadata={"help": "seed for the split, sampling and training"})
     split_ratios: tuple[float, float, float] = field(
         default=(0.7, 0.15, 0.15), metadata={"help": "train, validation and test shares"}
@@ -59,10 +74,10 @@ class TrainSettings:
     text_field: str | None = field(default=None, metadata={"help": "text column (default: the task's)"})
     label_field: str | None = field(default=None, metadata={"help": "label column (default: the task's)"})
     id_field: str | None = field(default=None, metadata={"help": "id column (default: the task's; row number if absent)"})
-    ngram: bool | None = field(
-        default=None,
+    ngram: bool = field(
+        default=True,
         metadata={"help": "also fit a word+char n-gram linear model and blend it with the encoder (weight chosen on "
-                          "validation); the task's default: on for category and jailbreak, off (not available) for pii"},
+                          "validation); not available for taggers (pii)"},
     )
     augment: bool = field(
         default=True,
@@ -73,6 +88,11 @@ class TrainSettings:
     abstain_accuracy: float = field(
         default=0.95,
         metadata={"help": "the confidence threshold is the lowest whose validation predictions reach this accuracy"},
+    )
+    min_coverage: float = field(
+        default=0.9,
+        metadata={"help": "classifiers: the confidence threshold never leaves fewer than this share of validation "
+                          "requests answered (the rest go to the fallback label); 0: no floor"},
     )
     target_fpr: float = field(
         default=0.01,
@@ -89,19 +109,11 @@ class TrainSettings:
     )
     overwrite: bool = field(default=False, metadata={"help": "replace an existing artifact directory"})
 
-    def resolved_out(self) -> Path:
-        return Path(self.out or f"models/{self.task}")
+    def resolved_out(self, task: Task) -> Path:
+        return Path(self.out or f"models/{task.name}")
 
-    def with_task_defaults(self, task: Task) -> TrainSettings:
-        """The settings with every task-dependent default filled in, as recorded in the artifact."""
-        return dataclasses.replace(
-            self,
-            max_length=self.max_length or task.default_max_length,
-            epochs=self.epochs or task.default_epochs,
-            lr=self.lr or task.default_lr,
-            # Token tasks have no n-gram companion (it scores whole texts, not words).
-            ngram=task.problem_type == "sequence" and (task.default_ngram if self.ngram is None else self.ngram),
-        )
+
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(TrainSettings))
 
 
 def _flag(name: str) -> str:
@@ -140,44 +152,72 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML file of settings; explicit flags win")
 
 
-def settings_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Defaults <- YAML config <- explicit flags, with unknown config keys rejected."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        try:
-            loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RouteclfError(f"cannot read config {args.config}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise RouteclfError(f"config {args.config} must be a mapping of setting: value")
-        loaded = {k.replace("-", "_"): v for k, v in loaded.items()}
-        unknown = sorted(set(loaded) - names)
-        if unknown:
-            raise RouteclfError(f"config {args.config}: unknown settings {', '.join(unknown)}")
-        values.update(loaded)
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+def check_settings(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Training settings from a file, type-checked and converted (`lr: 8e-5`, which YAML reads as
+    a string, becomes a number); every wrong value is named."""
+    from pydantic import TypeAdapter, ValidationError
+
+    unknown = sorted(set(values) - set(SETTING_NAMES))
+    if unknown:
+        raise RouteclfError(f"{where}: unknown settings {', '.join(unknown)}; known: {', '.join(SETTING_NAMES)}")
+    try:
+        checked = TypeAdapter(TrainSettings).validate_python(values)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
+        raise RouteclfError(f"{where}: " + "; ".join(problems)) from None
+    return {name: getattr(checked, name) for name in values}
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RouteclfError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise RouteclfError(f"config {path} must be a mapping of setting: value")
+    loaded = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    return check_settings(loaded, f"config {path}")
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    """Defaults <- the task's own settings <- YAML config <- explicit flags."""
+    from routeclf.tasks import resolve_task
+
+    config = _read_config(args.config) if getattr(args, "config", None) else {}
+    flags = {k: v for k, v in vars(args).items() if k in SETTING_NAMES and v is not None}
+    task_file = getattr(args, "task_file", None)
+    if task_file and flags.get("task") and flags["task"] != task_file:
+        raise RouteclfError(f"two tasks given: {flags['task']!r} and --task {task_file!r}; give one")
+    spec = task_file or flags.get("task") or config.get("task") or TrainSettings.task
+    task = resolve_task(spec)
+    values = {**task.settings, **config, **flags, "task": spec}
     if "split_ratios" in values:
         values["split_ratios"] = tuple(float(x) for x in values["split_ratios"])
-    settings = cls(**values)
+    settings = TrainSettings(**check_settings(values, "settings"))
+    if task.problem_type == "token":  # the n-gram companion scores whole texts, not words
+        settings = dataclasses.replace(settings, ngram=False)
     validate_settings(settings)
     return settings
 
 
 def validate_settings(s: TrainSettings) -> None:
     positive = {"batch_size": s.batch_size, "eval_batch_size": s.eval_batch_size, "lora_r": s.lora_r,
-                "lora_alpha": s.lora_alpha}
-    # None: the task's default, filled in later.
-    positive |= {k: v for k, v in (("epochs", s.epochs), ("lr", s.lr), ("max_length", s.max_length)) if v is not None}
+                "lora_alpha": s.lora_alpha, "epochs": s.epochs, "lr": s.lr, "max_length": s.max_length}
     for name, value in positive.items():
         if not value > 0:
             raise RouteclfError(f"{_flag(name)} must be positive, got {value}")
+    if s.cv_folds is not None and s.cv_folds not in (0,) and not 3 <= s.cv_folds <= 20:
+        raise RouteclfError(f"--cv-folds must be 0 (off) or between 3 and 20, got {s.cv_folds}")
+    if s.min_steps < 0:
+        raise RouteclfError(f"--min-steps must be 0 or positive, got {s.min_steps}")
     if s.max_samples is not None and s.max_samples <= 0:
         raise RouteclfError(f"--max-samples must be positive, got {s.max_samples}")
     if not 0 <= s.lora_dropout < 1 or not 0 <= s.warmup_ratio < 1:
         raise RouteclfError("--lora-dropout and --warmup-ratio must be in [0, 1)")
     if not 0 < s.target_fpr < 1:
         raise RouteclfError(f"--target-fpr must be in (0, 1), got {s.target_fpr}")
+    if not 0 <= s.min_coverage <= 1:
+        raise RouteclfError(f"--min-coverage must be in [0, 1], got {s.min_coverage}")
     if not 0 < s.abstain_accuracy <= 1:
         raise RouteclfError(f"--abstain-accuracy must be in (0, 1], got {s.abstain_accuracy}")
     if s.save_steps < 0:

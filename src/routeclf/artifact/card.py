@@ -87,9 +87,15 @@ license: apache-2.0
 tags: [routeclf, llm-router, $task]
 ---
 
-# routeclf $task classifier
+# routeclf $task $kind
 
 $purpose
+
+The task (labels, decision rule, fields, mapping layout, window settings) is saved in `task.json`:
+`routeclf evaluate`, `validate`, `export-onnx` and `serve --model $task=PATH` read it from this
+directory, with no code of the task needed.
+
+$trust
 
 ## Data and split
 
@@ -125,7 +131,7 @@ Versions: $versions
 
 
 def _sections(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: m for name, m in metrics.items() if isinstance(m, dict) and "accuracy" in m}
+    return {name: m for name, m in metrics.items() if isinstance(m, dict) and "accuracy" in m and "n" in m}
 
 
 def _summary_rows(metrics: dict[str, Any]) -> str:
@@ -168,6 +174,24 @@ def _slice_tables(test: dict[str, Any]) -> str:
 def _extra_note(sections: dict[str, dict[str, Any]]) -> str:
     others = [f"`{name}`: {m['data']['source']}" for name, m in sections.items() if "data" in m]
     return (" Other rows are evaluation-only data sets (never trained or tuned on): " + "; ".join(others)) if others else ""
+
+
+def _trust_section(metrics: dict[str, Any]) -> str:
+    note = metrics.get("trust")
+    cv = metrics.get("cross_validation")
+    if not note:
+        return ""
+    section = f"## How far to trust the figures\n\n{note}\n"
+    if cv:
+        rows = "\n".join(f"| {i + 1} | {f['n']} | {f['accuracy']:.4f} | {f['macro_f1']:.4f} |"
+                         for i, f in enumerate(cv["per_fold"]))
+        pooled = cv["pooled"]
+        section += (f"\nCross-validation ({cv['rule']}):\n\n| fold | test rows | accuracy | macro-F1 |\n"
+                    f"|---|---|---|---|\n{rows}\n\nPooled over all {pooled['n']} rows: accuracy "
+                    f"{pooled['accuracy']:.4f} (95% interval {pooled['accuracy_ci95'][0]:.3f}-"
+                    f"{pooled['accuracy_ci95'][1]:.3f}), macro-F1 {pooled['macro_f1']:.4f}; accuracy of the answer "
+                    f"given (after the fallback rule) {pooled['answer_accuracy']:.4f}.\n")
+    return section
 
 
 def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
@@ -228,15 +252,23 @@ def write_model_card(directory: Path, task: Task) -> None:
                         "sub-token, long texts in overlapping windows, and words merge into character spans.")
     else:
         purpose = (f"Classifies a request into one of {len(task.labels)} labels for an LLM router: "
-                   + ", ".join(f"`{label}`" for label in task.labels)
-                   + f".\nFallback label (used when a caller abstains on low confidence): `{task.fallback_label}`.")
+                   + ", ".join(f"`{label}`" for label in task.labels) + ".\n")
+        if task.kind == "detector":
+            purpose += (f"A detector: `{task.positive_label}` when its score reaches the threshold, "
+                        f"`{task.fallback_label}` otherwise.")
+        elif task.fallback_label is not None:
+            purpose += f"Fallback label (answered when the model is not confident enough): `{task.fallback_label}`."
+        else:
+            purpose += "No fallback label: the top label is always answered."
         split_rule = ("grouped by normalised text (copies of one text never sit in two splits), stratified by "
                       "label")
         predict_note = ("The figures above are for `routeclf predict PATH \"text\"`, which also applies the n-gram "
                         "blend when the artifact has an `ngram/` folder.")
     card = CARD.substitute(
         task=task.name,
+        kind=task.kind,
         purpose=purpose,
+        trust=_trust_section(metrics),
         split_rule=split_rule,
         pipeline_tag="token-classification" if token_task else "text-classification",
         auto_class="AutoModelForTokenClassification" if token_task else "AutoModelForSequenceClassification",

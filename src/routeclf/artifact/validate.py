@@ -15,7 +15,7 @@ import numpy as np
 
 from routeclf.artifact.writer import REQUIRED_FILES, SOURCE_TYPE_MAP_FILE, label_mappings, read_json
 from routeclf.errors import RouteclfError
-from routeclf.tasks import Task, get_task
+from routeclf.tasks import TASK_FILE, Task, load_task, resolve_task
 
 PROBE_TEXTS = (
     "What is the derivative of x squared?",
@@ -102,7 +102,7 @@ class Validator:
     def run(self) -> Report:
         checks: list[tuple[str, tuple[str, ...], Callable[[], str]]] = [
             ("artifact contract", (), self.check_contract),
-            ("label mappings agree", ("config.json", "label_mapping.json"), self.check_mappings),
+            ("label mappings agree", ("config.json", "label_mapping.json", TASK_FILE), self.check_mappings),
             ("required labels present", ("config.json",), self.check_required_labels),
             ("weights finite", ("model.safetensors",), self.check_finite),
             ("loads and is deterministic", ("config.json", "model.safetensors"), self.check_deterministic),
@@ -164,9 +164,11 @@ class Validator:
                 problems.append(f"{name} {to_label} order {listed} differs from config.json id2label {order}")
             if {k: int(v) for k, v in mapping.get(to_idx, {}).items()} != {label: i for i, label in enumerate(order)}:
                 problems.append(f"{name} {to_idx} disagrees with config.json id2label")
+        if list(self.task.labels) != order:
+            problems.append(f"{TASK_FILE} labels {list(self.task.labels)} differ from config.json id2label {order}")
         if problems:
             raise CheckFailed("; ".join(problems))
-        return f"{len(order)} labels, same order in config.json and {', '.join(files)}"
+        return f"{len(order)} labels, same order in config.json, {TASK_FILE} and {', '.join(files)}"
 
     def check_required_labels(self) -> str:
         labels = self._config_labels()
@@ -200,7 +202,7 @@ class Validator:
 
         if self._predictor is None:
             try:
-                self._predictor = load_predictor(self.directory, self.task.problem_type)
+                self._predictor = load_predictor(self.directory)
             except (OSError, ValueError, RuntimeError) as exc:
                 raise CannotRun(f"cannot load the model or tokenizer: {exc}") from exc
         return self._predictor
@@ -291,19 +293,20 @@ class Validator:
 
 def validate_artifact(
     directory: Path,
-    task_name: str | None = None,
+    task_spec: str | None = None,
     require_labels: list[str] | None = None,
     data: str | None = None,
     thresholds: Thresholds | None = None,
 ) -> Report:
     if not directory.is_dir():
         raise RouteclfError(f"{directory} does not exist or is not a directory")
-    if task_name is None:
-        config_path = directory / "training_config.json"
-        try:
-            task_name = read_json(config_path).get("task", "category") if config_path.is_file() else "category"
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RouteclfError(f"cannot read {config_path}: {exc}") from exc
-    task = get_task(task_name)
+    if task_spec is not None:
+        task = resolve_task(task_spec)
+    elif (directory / TASK_FILE).is_file():
+        task = load_task(directory)
+    else:  # without its task nothing else can be judged
+        report = Report(str(directory), "unknown")
+        report.checks.append(CheckResult("artifact contract", "fail", f"missing {TASK_FILE} (the model's task)"))
+        return report
     required = require_labels if require_labels is not None else list(task.labels)
     return Validator(directory, task, required, data, thresholds or Thresholds()).run()

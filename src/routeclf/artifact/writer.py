@@ -18,6 +18,7 @@ REQUIRED_FILES = (
     "config.json",
     "model.safetensors",
     "tokenizer_config.json",
+    "task.json",
     "label_mapping.json",
     "split.json",
     "training_config.json",

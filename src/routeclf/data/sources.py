@@ -114,6 +114,8 @@ def load_rows(
     """
     if not data:
         raise DataError(f"no data given for the {task.name} task; pass --data")
+    if not task.labels:
+        raise DataError(f"the {task.name} task has no labels yet: take them from the data first (resolve_labels)")
     if task.folder_loader is not None and Path(data).is_dir():
         loaded = task.folder_loader(Path(data), task)
         if require_all_labels:
@@ -161,7 +163,10 @@ def load_rows(
     if unknown:
         found = ", ".join(f"{label!r} ({n} rows)" for label, n in unknown.most_common())
         raise DataError(
-            f"{data}: unknown {task.name} labels {found}; the task's labels are: {', '.join(task.labels)}"
+            f"{data}: labels not in the {task.name} task: {found}; its labels are: {', '.join(task.labels)}. "
+            "Fix: list them in your task file's `labels` (or leave `labels` out to take the data's; for the "
+            "built-in tasks, write a task file of your own), remove those rows, or name another label column with "
+            f"--label-field (now {fields.label!r})"
         )
     duplicate_ids = [i for i, n in Counter(r.id for r in rows).items() if n > 1]
     if duplicate_ids:
@@ -185,12 +190,35 @@ def check_label_coverage(rows: list[Row], task: Task, where: str) -> None:
     if missing:
         raise DataError(
             f"{where}: {len(missing)} of the {len(required)} {task.name} {kind} have no examples: "
-            f"{', '.join(missing)}. A model trained on it could never predict them."
+            f"{', '.join(missing)}. A model trained on it could never predict them. Fix: add examples of them, "
+            f"or remove them from the task's {kind}"
         )
     scarce = {label: counts[label] for label in required if counts[label] < task.min_examples_per_label}
     if scarce:
         listed = ", ".join(f"{label} ({n})" for label, n in scarce.items())
         raise DataError(
             f"{where}: {kind} with fewer than {task.min_examples_per_label} examples cannot be split into "
-            f"train, validation and test: {listed}"
+            f"train, validation and test: {listed}. Fix: add examples (25 or more per label make a useful "
+            "model), or merge or drop those labels"
         )
+
+
+def resolve_labels(task: Task, data: str, fields: Fields) -> Task:
+    """A task whose file omits `labels` takes the data's label values (sorted) and keeps them."""
+    if task.labels:
+        return task
+    if task.kind == "tagger":
+        raise DataError(f"the {task.name} task lists no entity_types")
+    if task.folder_loader is not None and Path(data).is_dir():
+        values = {row.label for row in task.folder_loader(Path(data), task).rows}
+    else:
+        records = read_records(data, task.hub_split)
+        if records and fields.label not in records[0]:
+            raise DataError(f"{data} has no label column {fields.label!r}; columns are: "
+                            f"{', '.join(sorted(records[0]))} (choose another with --label-field)")
+        values = {str(r[fields.label]).strip() for r in records if r.get(fields.label) is not None}
+    values.discard("")
+    try:
+        return task.with_labels(sorted(values))
+    except ValueError as exc:
+        raise DataError(f"cannot take the labels from {data}: {exc}") from None

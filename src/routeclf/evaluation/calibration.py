@@ -46,23 +46,29 @@ def above_threshold(probabilities: np.ndarray, y: np.ndarray, threshold: float) 
     return {"threshold": threshold, "coverage": float(kept.mean()), "accuracy": accuracy, "n_answered": int(kept.sum())}
 
 
-def choose_threshold(probabilities: np.ndarray, y: np.ndarray, target_accuracy: float) -> float:
-    """The lowest confidence threshold whose answered predictions reach `target_accuracy`.
+def choose_threshold(probabilities: np.ndarray, y: np.ndarray, target_accuracy: float, min_coverage: float = 0.0) -> float:
+    """The lowest confidence threshold whose answered predictions reach `target_accuracy`, but
+    never one that leaves fewer than `min_coverage` of the rows answered.
 
-    Lowest means most coverage. If even the most confident predictions miss the target, the
-    threshold is set just above every observed confidence: the model abstains on everything
-    until it is retrained, which `routeclf validate` then reports as zero coverage.
+    Lowest means most coverage. A router that abstains sends the request to its fallback route,
+    so the coverage floor keeps a model that misses the accuracy target from sending most
+    ordinary requests there. If even the most confident predictions miss the target and there is
+    no floor, the threshold is set just above every observed confidence: the model abstains on
+    everything until it is retrained, which `routeclf validate` then reports as zero coverage.
     """
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == y).astype(float)
     order = np.argsort(-confidence, kind="stable")
+    ranked = confidence[order]
     running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
     # Only thresholds at distinct confidence values are achievable.
-    distinct = np.r_[confidence[order][1:] != confidence[order][:-1], True]
+    distinct = np.r_[ranked[1:] != ranked[:-1], True]
     ok = np.where((running >= target_accuracy) & distinct)[0]
-    if not len(ok):
-        return float(np.nextafter(confidence.max(), np.inf))
-    return float(confidence[order][ok[-1]])
+    threshold = float(ranked[ok[-1]]) if len(ok) else float(np.nextafter(ranked[0], np.inf))
+    if min_coverage > 0:
+        floor = float(ranked[max(0, int(np.ceil(min_coverage * len(ranked))) - 1)])
+        threshold = min(threshold, floor)
+    return threshold
 
 
 def threshold_for_fpr(risk: np.ndarray, is_attack: np.ndarray, target_fpr: float) -> float:

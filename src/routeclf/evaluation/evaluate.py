@@ -18,7 +18,8 @@ from routeclf.evaluation.metrics import binary_metrics, classification_metrics, 
 from routeclf.evaluation.entities import score_entity_rows
 from routeclf.inference import load_predictor
 from routeclf.inference.predictor import Predictor
-from routeclf.tasks import Task, get_task
+from routeclf.tasks import Task, load_task
+
 
 def _slice_metrics(y: np.ndarray, y_pred: np.ndarray, keys: list[str], positive: int | None) -> dict[str, dict[str, float]]:
     members: dict[str, list[int]] = defaultdict(list)
@@ -71,13 +72,13 @@ def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, A
 
 
 def artifact_task(directory: Path) -> tuple[Task, dict[str, Any]]:
+    """A model directory's task (`task.json`) and training record (`training_config.json`)."""
     if not directory.is_dir():
         raise RouteclfError(f"{directory} does not exist or is not a directory")
     path = directory / "training_config.json"
     if not path.is_file():
         raise RouteclfError(f"{directory} has no training_config.json; is it a routeclf artifact?")
-    config = read_json(path)
-    return get_task(config["task"]), config
+    return load_task(directory), read_json(path)
 
 
 def load_for_artifact(
@@ -119,7 +120,7 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     task, _ = artifact_task(directory)
     data, rows = load_for_artifact(directory, data_source, split, fields)
-    metrics = score_rows(predictor or load_predictor(directory, task.problem_type), rows, task)
+    metrics = score_rows(predictor or load_predictor(directory), rows, task)
     metrics["data"] = {"source": data.source, "sha256": data.sha256, "split": split}
     return metrics
 

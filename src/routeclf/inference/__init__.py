@@ -1,4 +1,4 @@
-"""Predictors: `Predictor` for sequence tasks, `EntityPredictor` for token tasks."""
+"""Predictors: `Predictor` for classifiers and detectors, `EntityPredictor` for taggers."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from pathlib import Path
 from typing import Any
 
 
-def load_predictor(directory: str | Path, problem_type: str | None = None, **options: Any):
-    """The predictor an artifact needs, chosen by its task's problem type."""
-    from routeclf.artifact.writer import read_json
+def load_predictor(directory: str | Path, **options: Any):
+    """The predictor a model directory needs, chosen by the kind of its saved task."""
+    from routeclf.errors import RouteclfError
+    from routeclf.tasks import load_task
 
-    if problem_type is None:
-        config = Path(directory) / "training_config.json"
-        problem_type = read_json(config).get("problem_type", "sequence") if config.is_file() else "sequence"
-    if problem_type == "token":
+    if not (Path(directory) / "config.json").is_file():
+        raise RouteclfError(f"{directory} is not a model directory (no config.json)")
+    if load_task(Path(directory)).problem_type == "token":
         from routeclf.inference.entities import EntityPredictor
 
-        options.pop("task_name", None)
+        options.pop("backend", None)  # taggers are served with torch (no ONNX export for them yet)
         return EntityPredictor(directory, **options)
     from routeclf.inference.predictor import Predictor
 

@@ -15,6 +15,7 @@ from routeclf.data.alignment import Entity, decode_tags, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE
+from routeclf.tasks import load_task, read_task_json
 from routeclf.training.models import model_class
 
 
@@ -35,9 +36,9 @@ class EntityPredictor:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
-        training = self._optional_json("training_config.json")
-        self.task_name: str | None = training.get("task")
-        self.max_length: int = max_length or int(training.get("settings", {}).get("max_length") or 512)
+        self.task = load_task(self.directory)
+        window = read_task_json(self.directory).get("window", {})
+        self.max_length: int = max_length or int(window.get("max_length") or 512)
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)

@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
-from routeclf.tasks import get_task
+from routeclf.tasks import load_task, read_task_json
 from routeclf.training.ngram import NgramModel, blend
 
 NGRAM_DIR = "ngram"
@@ -43,15 +43,15 @@ class Predictor:
         batch_size: int = 64,
         max_length: int | None = None,
         backend: str = "torch",
-        task_name: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
-        training_config = self._optional_json("training_config.json")
-        self.max_length: int = max_length or int(training_config.get("settings", {}).get("max_length") or 512)
-        self.task_name: str | None = task_name or training_config.get("task")
-        self.positive_label: str | None = get_task(self.task_name).positive_label if self.task_name else None
+        self.task = load_task(self.directory)
+        window = read_task_json(self.directory).get("window", {})
+        self.max_length: int = max_length or int(window.get("max_length") or 512)
+        self.windowed: bool = bool(window.get("enabled", self.task.windowed))
+        self.positive_label: str | None = self.task.positive_label
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
@@ -100,10 +100,15 @@ class Predictor:
         return Windows(pieces, np.asarray(owners), scores, len(texts))
 
     def reduce(self, windows: Windows, scores: np.ndarray) -> np.ndarray:
-        """One row of scores per text: the window most likely to be an attack speaks for the
-        text, so an attack after a long benign preamble is not cut off or averaged away."""
+        """One row of scores per text. Detectors: the window most likely to be an attack speaks for
+        the text, so an attack after a long benign preamble is not cut off or averaged away.
+        Classifiers: the mean of the windows' scores."""
         if len(windows.pieces) == windows.n_texts:
             return scores
+        if self.positive_label is None:
+            totals = np.zeros((windows.n_texts, scores.shape[1]), dtype=np.float64)
+            np.add.at(totals, windows.owners, scores)
+            return (totals / np.bincount(windows.owners, minlength=windows.n_texts)[:, None]).astype(scores.dtype)
         positive = self.labels.index(self.positive_label)
         risk = softmax(scores)[:, positive]
         best = np.full(windows.n_texts, -1)
@@ -128,10 +133,10 @@ class Predictor:
         return scores / self.temperature if calibrated else scores
 
     def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
-        """Texts cut into overlapping token windows (detector tasks only), and each window's text."""
-        if self.positive_label is None:
+        """Texts cut into overlapping token windows (when the task reads windows), and each window's text."""
+        if not self.windowed:
             return list(texts), list(range(len(texts)))
-        stride = max(1, self.max_length // 4)
+        stride = max(1, self.max_length // 4)  # as the trainer's `window.stride`
         pieces, owners = [], []
         for i, text in enumerate(texts):
             encoded = self.tokenizer(

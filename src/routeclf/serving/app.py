@@ -15,19 +15,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routeclf.serving.batching import MicroBatcher
+from routeclf.serving.answers import ANSWERS, OPTIONS, REQUESTS, PiiOptions
+from routeclf.serving.models import RESERVED_NAMES, ROLE_ENDPOINTS, ModelSlot
 
-# Tasks the service knows, by the name the batch endpoint uses; a task's model is optional.
-TASK_TYPES = {"intent": "category", "security": "jailbreak", "pii": "pii"}
-WARMUP_TEXTS = ["warm-up request", "What is the derivative of x squared?"]
 
 
 @dataclass
 class ServeConfig:
-    models: dict[str, Path] = field(default_factory=dict)  # task_type -> artifact directory
+    models: dict[str, Path] = field(default_factory=dict)  # model name -> model directory
     backend: str = "torch"
     api_key: str | None = None
     max_text_chars: int = 32_000
@@ -47,36 +45,23 @@ def error_response(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    return_probabilities: bool = True
-    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-
-
-class PiiOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    entity_types: list[StrictStr] | None = None
-    confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    mask: bool = True
-
-
-class IntentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: StrictStr
-    options: Options | None = None
-
-
-class PiiRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: StrictStr
-    options: PiiOptions | None = None
-
-
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[StrictStr]
-    task_type: StrictStr = "intent"
-    options: dict[str, Any] | None = None  # the task's options (as in its single-text endpoint)
+    task_type: StrictStr = "intent"  # a role endpoint (intent, security, pii) or a served model's name
+    options: dict[str, Any] | None = None  # the model's options (as in its single-text endpoint)
+
+
+def check_model_names(names: list[str]) -> None:
+    """Model names are URL path segments; a few are the semantic router's own endpoints."""
+    from routeclf.tasks.base import NAME_PATTERN
+
+    for name in names:
+        if name in RESERVED_NAMES:
+            hint = {"intent": "--category DIR", "security": "--jailbreak DIR"}.get(name, "another name")
+            raise ValueError(f"model name {name!r} is reserved for the router's own endpoint; use {hint}")
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"model name {name!r}: use lower-case letters, digits, '-' or '_'")
 
 
 class BodyLimit:
@@ -163,56 +148,14 @@ class ServiceMetrics:
         )
 
 
-class ModelSlot:
-    """One task's model: loaded and warmed in the background, scored through a micro-batcher."""
-
-    def __init__(self, task_type: str, directory: Path, config: ServeConfig, metrics: ServiceMetrics) -> None:
-        self.task_type, self.directory, self.config, self.metrics = task_type, directory, config, metrics
-        self.predictor = None
-        self.error: str | None = None
-        self.batcher: MicroBatcher | None = None
-        self._scorer: Any = None
-
-    def load(self) -> None:
-        from routeclf.inference import load_predictor
-        from routeclf.tasks import get_task
-
-        try:
-            expected = get_task(TASK_TYPES[self.task_type])
-            if expected.problem_type == "token":  # token tasks are served with torch (no ONNX export yet)
-                predictor = load_predictor(self.directory, "token")
-            else:
-                predictor = load_predictor(self.directory, "sequence", backend=self.config.backend)
-            if predictor.task_name not in (None, expected.name):
-                raise ValueError(f"{self.directory} holds a {predictor.task_name} model, not {expected.name}")
-            self._scorer = predictor.word_scores if expected.problem_type == "token" else predictor.predict_proba
-            self._scorer(WARMUP_TEXTS)
-            self.predictor = predictor
-        except Exception as exc:  # reported by /ready and by 503s; the service stays up
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def start(self) -> None:
-        self.batcher = MicroBatcher(
-            self._score, self.config.max_batch_size, self.config.max_wait_ms,
-            on_batch=self.metrics.batch_size.labels(self.task_type).observe,
-        )
-        self.batcher.start()
-
-    def _score(self, texts: list[str]) -> list[Any]:
-        """Per text: class probabilities, or (token tasks) word scores that each request then
-        turns into entities with its own options."""
-        return list(self._scorer(texts))
-
-    async def probabilities(self, texts: list[str]) -> list[Any]:
-        if self.predictor is None or self.batcher is None:
-            raise ApiError(503, "model_not_ready", f"the {self.task_type} model is not loaded yet" +
-                           (f" ({self.error})" if self.error else ""))
-        return await self.batcher.submit(texts)
-
-
 def create_app(config: ServeConfig) -> FastAPI:
+    check_model_names(list(config.models))
     metrics = ServiceMetrics()
-    slots = {task_type: ModelSlot(task_type, directory, config, metrics) for task_type, directory in config.models.items()}
+    slots = {
+        name: ModelSlot(name, directory, config.backend, config.max_batch_size, config.max_wait_ms,
+                        metrics.batch_size.labels(name).observe)
+        for name, directory in config.models.items()
+    }
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -226,7 +169,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                 await slot.batcher.stop()
 
     app = FastAPI(title="routeclf", version="0.1.0", lifespan=lifespan,
-                  description="Request classification for LLM routers: category, jailbreak and PII.")
+                  description="Request classification for LLM routers: any set of classifiers, detectors and "
+                              "taggers, each at /api/v1/classify/NAME; intent, security and pii as in the vLLM "
+                              "semantic router.")
     app.state.slots = slots
 
     def failed(request: Request, status: int, kind: str, message: str) -> JSONResponse:
@@ -258,71 +203,27 @@ def create_app(config: ServeConfig) -> FastAPI:
                 raise ApiError(413, "text_too_long",
                                f"{where} has {len(text)} characters; the limit is {config.max_text_chars}")
 
-    def slot_for(task_type: str) -> ModelSlot:
-        if task_type not in TASK_TYPES:
-            raise ApiError(422, "unknown_task", f"unknown task_type {task_type!r}; use one of {', '.join(TASK_TYPES)}")
-        if task_type not in slots:
-            raise ApiError(503, "model_not_loaded", f"no {TASK_TYPES[task_type]} model is configured on this server")
-        return slots[task_type]
+    served = ", ".join([*(e for e, (m, _) in ROLE_ENDPOINTS.items() if m in slots and e != m), *slots])
 
-    # Each task's answer for one text, from its scores and the request's options.
-    def intent_result(slot: ModelSlot, text: str, probabilities, options: Options | None,
-                      elapsed_ms: float) -> dict[str, Any]:
-        predictor = slot.predictor
-        options = options or Options()
-        threshold = predictor.threshold if options.confidence_threshold is None else options.confidence_threshold
-        top = int(probabilities.argmax())
-        confidence = float(probabilities[top])
-        below = confidence < threshold
-        result: dict[str, Any] = {
-            "classification": {
-                "category": predictor.fallback_label if below and predictor.fallback_label else predictor.labels[top],
-                "top_category": predictor.labels[top],
-                "confidence": confidence,
-                "threshold": threshold,
-                "processing_time_ms": round(elapsed_ms, 3),
-            },
-            "below_threshold": below,
-        }
-        if options.return_probabilities:
-            result["probabilities"] = {label: float(p) for label, p in zip(predictor.labels, probabilities)}
-        return result
+    def slot_for(name: str, unknown: tuple[int, str] = (404, "unknown_model")) -> ModelSlot:
+        """A role endpoint (intent, security, pii) or a served model's name -> its model."""
+        model = ROLE_ENDPOINTS[name][0] if name in ROLE_ENDPOINTS else name
+        if model in slots:
+            return slots[model]
+        if name in ROLE_ENDPOINTS:
+            raise ApiError(503, "model_not_loaded",
+                           f"no {model} model is configured on this server (routeclf serve --{model} DIR)")
+        raise ApiError(*unknown, f"no model named {name!r} is served here; served: {served or 'none'}")
 
-    def security_result(slot: ModelSlot, text: str, probabilities, options: Options | None,
-                        elapsed_ms: float) -> dict[str, Any]:
-        predictor = slot.predictor
-        threshold = predictor.threshold
-        if options is not None and options.confidence_threshold is not None:
-            threshold = options.confidence_threshold
-        risk = float(probabilities[predictor.labels.index(predictor.positive_label)])
-        is_jailbreak = risk >= threshold
-        return {
-            "is_jailbreak": is_jailbreak,
-            "risk_score": risk,
-            "confidence": risk if is_jailbreak else 1 - risk,
-            "threshold": threshold,
-            "processing_time_ms": round(elapsed_ms, 3),
-        }
-
-    def pii_result(slot: ModelSlot, text: str, scores, options: PiiOptions | None, elapsed_ms: float) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        from routeclf.inference.entities import mask
-
-        predictor = slot.predictor
-        options = options or PiiOptions()
-        (entities,) = predictor.entities([text], options.confidence_threshold, options.entity_types, [scores])
-        return {
-            "has_pii": bool(entities),
-            "entities": [asdict(e) for e in entities],
-            "masked_text": mask(text, entities) if options.mask else None,
-            "threshold": predictor.threshold if options.confidence_threshold is None else options.confidence_threshold,
-            "processing_time_ms": round(elapsed_ms, 3),
-        }
+    def ready_slot(slot: ModelSlot) -> ModelSlot:
+        if slot.predictor is None or slot.batcher is None:
+            raise ApiError(503, "model_not_ready", f"the {slot.name} model is not loaded yet" +
+                           (f" ({slot.error})" if slot.error else ""))
+        return slot
 
     def check_entity_types(slot: ModelSlot, options: PiiOptions | None) -> None:
         """Refuse unknown or empty entity type lists before any scoring."""
-        if slot.predictor is None or options is None or options.entity_types is None:
+        if options is None or options.entity_types is None:
             return
         known = slot.predictor.entity_types
         unknown = sorted(set(options.entity_types) - set(known))
@@ -330,50 +231,59 @@ def create_app(config: ServeConfig) -> FastAPI:
             listed = f"unknown entity types {', '.join(unknown)}" if unknown else "entity_types is empty"
             raise ApiError(422, "unknown_entity_type", f"{listed}; the model finds {', '.join(known)}")
 
-    RESULTS = {"intent": intent_result, "security": security_result, "pii": pii_result}
-    OPTIONS = {"intent": Options, "security": Options, "pii": PiiOptions}
-
-    async def classify(task_type: str, texts: list[str], options: BaseModel | None, started: float) -> list[dict]:
-        """The one scoring path of every endpoint: checks, the micro-batcher, each task's answer."""
-        slot = slot_for(task_type)
+    async def classify(slot: ModelSlot, texts: list[str], options: BaseModel | None, started: float) -> list[dict]:
+        """The one scoring path of every endpoint: checks, the micro-batcher, the kind's answer."""
+        ready_slot(slot)
         check_texts(texts)
-        if task_type == "pii":
+        if slot.kind == "tagger":
             check_entity_types(slot, options)
-        scores = await slot.probabilities(texts)
+        scores = await slot.batcher.submit(texts)
         elapsed = (time.perf_counter() - started) * 1000
-        return [RESULTS[task_type](slot, text, x, options, elapsed) for text, x in zip(texts, scores)]
+        answer = ANSWERS[slot.kind]
+        return [answer(slot.predictor, text, x, options, elapsed) | {"model": slot.identity()}
+                for text, x in zip(texts, scores)]
 
-    @app.post("/api/v1/classify/intent")
-    async def classify_intent(body: IntentRequest) -> dict[str, Any]:
-        (result,) = await classify("intent", [body.text], body.options, time.perf_counter())
-        return result
+    def single_text_endpoint(name: str, request_type: type[BaseModel]):
+        async def endpoint(body) -> dict[str, Any]:
+            (result,) = await classify(slot_for(name), [body.text], body.options, time.perf_counter())
+            return result
 
-    @app.post("/api/v1/classify/security")
-    async def classify_security(body: IntentRequest) -> dict[str, Any]:
-        (result,) = await classify("security", [body.text], body.options, time.perf_counter())
-        return result
+        # The body's type is chosen per model, so it is set here rather than written in the signature.
+        endpoint.__annotations__ = {"body": request_type, "return": dict[str, Any]}
+        return endpoint
 
-    @app.post("/api/v1/classify/pii")
-    async def classify_pii(body: PiiRequest) -> dict[str, Any]:
-        (result,) = await classify("pii", [body.text], body.options, time.perf_counter())
-        return result
+    # The semantic router's endpoints, then one per served model under its own name.
+    for endpoint_name, (_, kind) in ROLE_ENDPOINTS.items():
+        app.add_api_route(f"/api/v1/classify/{endpoint_name}", single_text_endpoint(endpoint_name, REQUESTS[kind]),
+                          methods=["POST"], name=f"classify_{endpoint_name}")
 
     @app.post("/api/v1/classify/batch")
     async def classify_batch(body: BatchRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        slot_for(body.task_type)  # an unknown or unconfigured task is named before anything else
+        # An unknown or unconfigured model is named before anything else.
+        slot = slot_for(body.task_type, unknown=(422, "unknown_task"))
         if not body.texts:
             raise ApiError(422, "empty_batch", "texts is empty")
         if len(body.texts) > config.max_batch_items:
             raise ApiError(413, "batch_too_large", f"{len(body.texts)} texts; the limit is {config.max_batch_items}")
+        ready_slot(slot)
         check_texts(body.texts)
         try:
-            options = OPTIONS[body.task_type].model_validate(body.options) if body.options is not None else None
+            options = OPTIONS[slot.kind].model_validate(body.options) if body.options is not None else None
         except ValidationError as exc:
             raise RequestValidationError([dict(e, loc=("body", "options", *e["loc"])) for e in exc.errors()]) from exc
-        results = await classify(body.task_type, body.texts, options, started)
+        results = await classify(slot, body.texts, options, started)
         return {"results": results, "total_count": len(results), "task_type": body.task_type,
-                "processing_time_ms": round((time.perf_counter() - started) * 1000, 3)}
+                "model": slot.identity(), "processing_time_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    for name, slot in slots.items():
+        if name not in ROLE_ENDPOINTS:
+            app.add_api_route(f"/api/v1/classify/{name}", single_text_endpoint(name, REQUESTS[slot.kind or "classifier"]),
+                              methods=["POST"], name=f"classify_{name}")
+
+    @app.post("/api/v1/classify/{name}")
+    async def classify_unknown(name: str) -> None:
+        slot_for(name)  # names every served model
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -381,9 +291,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        states = {t: ("ready" if s.predictor else f"failed: {s.error}" if s.error else "loading") for t, s in slots.items()}
         ok = bool(slots) and all(s.predictor is not None for s in slots.values())
-        return JSONResponse({"ready": ok, "models": states}, status_code=200 if ok else 503)
+        return JSONResponse({"ready": ok, "models": {n: s.state for n, s in slots.items()}}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -394,15 +303,21 @@ def create_app(config: ServeConfig) -> FastAPI:
         from routeclf.artifact.writer import read_json
 
         models = []
-        for task_type, slot in slots.items():
-            entry: dict[str, Any] = {"task_type": task_type, "directory": str(slot.directory), "loaded": slot.predictor is not None}
+        for name, slot in slots.items():
+            endpoints = [f"/api/v1/classify/{e}" for e, (m, _) in ROLE_ENDPOINTS.items() if m == name and e != name]
+            entry: dict[str, Any] = {
+                "name": name, "endpoints": [*endpoints, f"/api/v1/classify/{name}"], "directory": str(slot.directory),
+                "loaded": slot.predictor is not None, "state": slot.state, "version": slot.version,
+                "backend": slot.served_backend,
+            }
+            if slot.task is not None:
+                entry.update(kind=slot.task.kind, labels=list(slot.task.labels), task=slot.task.to_json())
             with contextlib.suppress(OSError, ValueError, KeyError):
                 training = read_json(slot.directory / "training_config.json")
                 test = read_json(slot.directory / "metrics.json")["test"]
                 entry.update(
-                    task=training["task"], labels=training["labels"], base_model=training["base_model"]["name"],
+                    base_model=training["base_model"]["name"],
                     data_sha256=read_json(slot.directory / "split.json")["data_sha256"],
-                    backend="torch" if training.get("problem_type") == "token" else config.backend,
                     test_metrics={k: test[k] for k in ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece")
                                   if k in test},
                 )

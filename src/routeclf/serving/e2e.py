@@ -1,4 +1,8 @@
-"""`routeclf e2e`: labelled texts through a running service, single and batched."""
+"""`routeclf e2e`: labelled texts through a running service, single and batched.
+
+The service says which task the endpoint's model was trained for (`/info/models`), so the data is
+read with that task's labels and columns, and no task is looked up in code.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from routeclf.data.sources import Row
 from routeclf.errors import RouteclfError
 
 
@@ -19,55 +22,87 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(array, q)), 3) for q in (50, 95, 99)} | {"mean": round(float(array.mean()), 3)}
 
 
-def run_e2e(url: str, rows: list[Row], task_type: str = "intent", batch_size: int = 32,
-            api_key: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """Send every row alone, then in batches; return accuracy per class and latency percentiles."""
+def _served_task(client, endpoint: str):
+    """The task of the model behind `endpoint`, as the service describes it."""
+    from routeclf.serving.models import ROLE_ENDPOINTS
+    from routeclf.tasks.taskfile import task_from_json
+
+    name = ROLE_ENDPOINTS[endpoint][0] if endpoint in ROLE_ENDPOINTS else endpoint
+    models = {m["name"]: m for m in client.get("/info/models").json()["models"]}
+    if name not in models:
+        raise RouteclfError(f"the service serves no model for {endpoint!r}; it serves: {', '.join(models) or 'none'}")
+    if "task" not in models[name]:
+        raise RouteclfError(f"the {name} model could not be loaded by the service ({models[name].get('state')})")
+    return task_from_json(models[name]["task"], f"/info/models {name}")
+
+
+def _answer(task, body: dict[str, Any]) -> tuple[str, str]:
+    """(the answer the router acts on, the top label) from one response."""
+    if task.kind == "detector":
+        return body["label"], body["label"]
+    classification = body["classification"]
+    return classification["category"], classification["top_category"]
+
+
+def run_e2e(url: str, data: str, endpoint: str = "intent", fields: dict[str, str | None] | None = None,
+            batch_size: int = 32, api_key: str | None = None, timeout: float = 30.0,
+            limit: int | None = None) -> dict[str, Any]:
+    """Send every row alone, then in batches; accuracy of the answer given (and of the top label)
+    per class, and latency percentiles."""
     import httpx
 
-    if task_type != "intent":
-        raise RouteclfError(f"e2e supports task intent in this version, not {task_type!r}")
+    from routeclf.data.sources import Fields, load_rows
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    single_correct: dict[str, list[bool]] = defaultdict(list)
-    routed: list[bool] = []
-    latencies, errors = [], 0
     with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
         try:
             client.get("/health").raise_for_status()
         except httpx.HTTPError as exc:
             raise RouteclfError(f"service at {url} is not reachable: {exc}") from exc
+        task = _served_task(client, endpoint)
+        if task.kind == "tagger":
+            raise RouteclfError("e2e scores classifiers and detectors; evaluate a tagger with routeclf evaluate")
+        fields = fields or {}
+        chosen = Fields.for_task(task, fields.get("text"), fields.get("label"), fields.get("id"))
+        rows = load_rows(data, task, chosen, require_all_labels=False).rows[:limit]
+        path = f"/api/v1/classify/{endpoint}"
+        single: dict[str, list[bool]] = defaultdict(list)
+        top_correct: list[bool] = []
+        latencies, errors = [], 0
         for row in rows:
             started = time.perf_counter()
-            response = client.post("/api/v1/classify/intent", json={"text": row.text})
+            response = client.post(path, json={"text": row.text})
             latencies.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 errors += 1
-                single_correct[row.label].append(False)
+                single[row.label].append(False)
                 continue
-            classification = response.json()["classification"]
-            single_correct[row.label].append(classification["top_category"] == row.label)
-            routed.append(classification["category"] == row.label)
+            answer, top = _answer(task, response.json())
+            single[row.label].append(answer == row.label)
+            top_correct.append(top == row.label)
         batch_correct, batch_latencies = [], []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             started = time.perf_counter()
-            response = client.post("/api/v1/classify/batch", json={"texts": [r.text for r in chunk], "task_type": task_type})
+            response = client.post("/api/v1/classify/batch", json={"texts": [r.text for r in chunk], "task_type": endpoint})
             batch_latencies.append((time.perf_counter() - started) * 1000)
             if response.status_code != 200:
                 errors += len(chunk)
                 batch_correct += [False] * len(chunk)
                 continue
-            results = response.json()["results"]
-            batch_correct += [res["classification"]["top_category"] == r.label for res, r in zip(results, chunk)]
-    single = [ok for oks in single_correct.values() for ok in oks]
+            batch_correct += [_answer(task, res)[0] == r.label for res, r in zip(response.json()["results"], chunk)]
+    answered = [ok for oks in single.values() for ok in oks]
     return {
         "url": url,
+        "endpoint": path,
+        "task": task.name,
         "n": len(rows),
         "errors": errors,
-        "accuracy_single": float(np.mean(single)) if single else 0.0,
-        "accuracy_batch": float(np.mean(batch_correct)) if batch_correct else 0.0,
         # What a router acts on: below the threshold the answer is the fallback label.
-        "accuracy_routed": float(np.mean(routed)) if routed else 0.0,
-        "per_class_accuracy": {label: float(np.mean(oks)) for label, oks in sorted(single_correct.items())},
+        "accuracy_single": float(np.mean(answered)) if answered else 0.0,
+        "accuracy_batch": float(np.mean(batch_correct)) if batch_correct else 0.0,
+        "top_label_accuracy": float(np.mean(top_correct)) if top_correct else 0.0,
+        "per_class_accuracy": {label: float(np.mean(oks)) for label, oks in sorted(single.items())},
         "latency_ms_single": _percentiles(latencies),
         "latency_ms_batch": _percentiles(batch_latencies) | {"batch_size": batch_size},
     }

@@ -1,4 +1,4 @@
-"""Jailbreak / prompt-injection detection: `benign` or `jailbreak`.
+"""The `jailbreak` loader: rows for prompt-injection detection (`benign` or `jailbreak`).
 
 From a folder laid out like the shared data folder, the rows combine three sources:
 jackhhao (`jailbreak/jackhhao/default_full.csv`: long DAN-style jailbreaks, benign prompts and
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from routeclf.errors import DataError
-from routeclf.tasks.base import Task
 
 if TYPE_CHECKING:
     from routeclf.data.sources import LoadedData, Row
+    from routeclf.tasks.base import Task
 
 JACKHHAO = Path("jailbreak/jackhhao/default_full.csv")
 DEEPSET = (Path("jailbreak/deepset-prompt-injections/train.csv"), Path("jailbreak/deepset-prompt-injections/test.csv"))
@@ -108,24 +108,3 @@ def mixed_rows(rows: list[Row], seed: int) -> list[Row]:
                          attack.source))
         extra.append(Row(f"{attack.id}+benign-only", f"{preamble}\n{ending}", "benign", parts[0].group, parts[0].source))
     return extra
-
-
-JAILBREAK = Task(
-    name="jailbreak",
-    labels=("benign", "jailbreak"),
-    fallback_label="benign",
-    problem_type="sequence",
-    text_field="prompt",
-    label_field="type",
-    id_field="id",
-    default_data="jackhhao/jailbreak-classification",
-    hub_split="train",
-    mapping_file="jailbreak_type_mapping.json",
-    mapping_keys=("label_to_idx", "idx_to_label"),
-    folder_loader=load_folder,
-    positive_label="jailbreak",
-    augment=mixed_rows,
-    default_max_length=128,
-    length_unit="chars",
-    length_bands=(("<200 chars", 0, 199), ("200-1000 chars", 200, 1000), (">1000 chars", 1001, None)),
-)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
+import tempfile
 import time
-from dataclasses import asdict
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +35,12 @@ from routeclf.artifact.writer import (
     write_label_mappings,
 )
 from routeclf.data.alignment import decode_tags, merge_units, token_tags
-from routeclf.data.sources import Fields, Row, load_rows
+from routeclf.data.sources import Fields, Row, load_rows, resolve_labels
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
 from routeclf.evaluation.calibration import choose_threshold, fit_temperature, threshold_for_fpr
 from routeclf.evaluation.entities import entity_metrics, word_targets
+from routeclf.evaluation.crossval import cv_summary, fold_answers, trust_note
 from routeclf.evaluation.evaluate import score_rows
 from routeclf.inference import load_predictor
 from routeclf.inference.entities import EntityPredictor
@@ -42,7 +48,7 @@ from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
 from routeclf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 from routeclf.settings import TrainSettings
-from routeclf.tasks import Task, get_task
+from routeclf.tasks import TASK_FILE, Task, resolve_task
 from routeclf.training.models import build_model, resolve_base
 from routeclf.training.ngram import PARTIAL_AUC_MAX_FPR, NgramModel, choose_weight
 from routeclf.versions import library_versions
@@ -61,10 +67,6 @@ class FiniteLossTrainer(Trainer):
                 "nothing is exported. Lower --lr, check the data, or keep fp32."
             )
         return loss
-
-
-# The validation figure that picks the checkpoint, per problem type.
-SELECTION_METRIC = {"sequence": "macro_f1", "token": "micro_f1"}
 
 
 def _dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
@@ -112,6 +114,10 @@ def _compute_metrics(prediction) -> dict[str, float]:
     }
 
 
+# The validation figure that picks the checkpoint, per problem type.
+SELECTION_METRIC = {"sequence": "macro_f1", "token": "micro_f1"}
+
+
 def _token_metrics(task: Task):
     """Entity micro/macro F1 over the labelled positions of each window (checkpoint selection)."""
     labels = task.labels
@@ -138,30 +144,72 @@ def use_cuda(device: str) -> bool:
     return available and device != "cpu"
 
 
-def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: str, cuda: bool) -> TrainingArguments:
+SMALL_SPLIT_PER_LABEL = 10  # a split with fewer rows of some label is too small to judge by its scores alone
+MAX_SMALL_DATA_EVALUATIONS = 10
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long to train, how often to evaluate, and which validation figure picks the checkpoint."""
+
+    epochs: float
+    eval_steps: int | None  # None: once per epoch
+    metric: str
+    greater_is_better: bool = True
+
+    @property
+    def strategy(self) -> str:
+        return "epoch" if self.eval_steps is None else "steps"
+
+
+def small_split(rows: list[Row], task: Task) -> bool:
+    counts = Counter(r.label for r in rows)
+    return task.problem_type == "sequence" and min(counts.get(label, 0) for label in task.labels) < SMALL_SPLIT_PER_LABEL
+
+
+def plan_schedule(settings: TrainSettings, task: Task, n_train: int, validation: list[Row], world_size: int) -> Schedule:
+    """`--epochs` and per-epoch evaluation by the task's F1, except on small data:
+
+    - training lasts at least `--min-steps` optimizer steps (25 examples of 6 labels make 4 steps an
+      epoch: 4 epochs would leave the model half-trained), evaluated at most 10 times;
+    - a validation split with fewer than 10 rows of some label picks the checkpoint by its loss,
+      which moves smoothly, where its F1 jumps by whole examples.
+    """
+    steps_per_epoch = math.ceil(n_train / (settings.batch_size * world_size))
+    epochs, eval_steps = settings.epochs, settings.save_steps or None
+    if settings.min_steps and settings.epochs * steps_per_epoch < settings.min_steps:
+        epochs = float(math.ceil(settings.min_steps / steps_per_epoch))
+        if eval_steps is None:
+            eval_steps = math.ceil(epochs * steps_per_epoch / MAX_SMALL_DATA_EVALUATIONS)
+    if small_split(validation, task):
+        return Schedule(epochs, eval_steps, "loss", greater_is_better=False)
+    return Schedule(epochs, eval_steps, SELECTION_METRIC[task.problem_type])
+
+
+def _training_arguments(s: TrainSettings, output_dir: Path, schedule: Schedule, cuda: bool,
+                        resumable: bool = True) -> TrainingArguments:
     """Hugging Face Trainer settings. Under torchrun or accelerate launch the Trainer runs
     data-parallel (DDP): NCCL on GPUs, gloo on CPUs; bf16 where the GPU supports it."""
-    schedule = {"strategy": "steps", "steps": s.save_steps} if s.save_steps else {"strategy": "epoch", "steps": 500}
     return TrainingArguments(
         output_dir=str(output_dir),
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
-        num_train_epochs=s.epochs,
+        num_train_epochs=schedule.epochs,
         learning_rate=s.lr,
         per_device_train_batch_size=s.batch_size,
         per_device_eval_batch_size=s.eval_batch_size,
         warmup_steps=s.warmup_ratio,
         weight_decay=s.weight_decay,
         lr_scheduler_type="linear",
-        eval_strategy=schedule["strategy"],
-        eval_steps=schedule["steps"],
-        save_strategy=schedule["strategy"],
-        save_steps=schedule["steps"],
+        eval_strategy=schedule.strategy,
+        eval_steps=schedule.eval_steps or 500,
+        save_strategy=schedule.strategy,
+        save_steps=schedule.eval_steps or 500,
         save_total_limit=2,
-        save_only_model=False,  # optimizer and scheduler too: --resume needs them
+        save_only_model=not resumable,  # optimizer and scheduler too: --resume needs them
         load_best_model_at_end=True,
-        metric_for_best_model=selection_metric,
-        greater_is_better=True,
+        metric_for_best_model=schedule.metric,
+        greater_is_better=schedule.greater_is_better,
         train_sampling_strategy="group_by_length",
         logging_strategy="steps",
         logging_steps=50,
@@ -174,16 +222,17 @@ def _training_arguments(s: TrainSettings, output_dir: Path, selection_metric: st
     )
 
 
-def _best_epoch(trainer: Trainer, selection_metric: str) -> tuple[float | None, list[dict[str, float]]]:
+def _best_epoch(trainer: Trainer, schedule: Schedule) -> tuple[float | None, list[dict[str, float]]]:
     history = [
         {"epoch": e["epoch"], **{k[5:]: v for k, v in e.items() if k.startswith("eval_") and "per_second" not in k
                                  and k != "eval_runtime"}}
         for e in trainer.state.log_history
-        if f"eval_{selection_metric}" in e
+        if f"eval_{schedule.metric}" in e
     ]
     if not history:
         return None, history
-    return max(history, key=lambda e: e[selection_metric])["epoch"], history
+    sign = 1 if schedule.greater_is_better else -1
+    return max(history, key=lambda e: sign * e[schedule.metric])["epoch"], history
 
 
 def _fit_ngram(
@@ -221,12 +270,17 @@ def _calibrate(predictor: Predictor, rows: list[Row], task: Task, settings: Trai
     temperature = fit_temperature(scores, y)
     probabilities = softmax(scores / temperature)
     calibration: dict[str, Any] = {"method": "temperature scaling on the validation split", "temperature": temperature}
-    if task.positive_label is None:
-        calibration["threshold"] = choose_threshold(probabilities, y, settings.abstain_accuracy)
+    if task.positive_label is None and task.fallback_label is None:
+        calibration["threshold"] = 0.0
+        calibration["threshold_rule"] = "the task has no fallback label: the top label is always answered"
+    elif task.positive_label is None:
+        calibration["threshold"] = choose_threshold(probabilities, y, settings.abstain_accuracy, settings.min_coverage)
         calibration["threshold_rule"] = (
-            f"lowest confidence whose answered validation predictions reach accuracy {settings.abstain_accuracy}"
+            f"lowest confidence whose answered validation predictions reach accuracy {settings.abstain_accuracy}, "
+            f"capped so that at least {settings.min_coverage:.0%} of validation requests are answered"
         )
         calibration["target_accuracy"] = settings.abstain_accuracy
+        calibration["min_coverage"] = settings.min_coverage
     else:
         positive = task.label2id[task.positive_label]
         calibration["threshold"] = threshold_for_fpr(probabilities[:, positive], y == positive, settings.target_fpr)
@@ -309,18 +363,125 @@ def _prepare_checkpoints(checkpoints: Path, manifest: dict[str, Any], settings: 
     write_json(checkpoints / "settings.json", _resumable_settings(settings))
 
 
+def _fit(task: Task, settings: TrainSettings, train_rows: list[Row], validation_rows: list[Row], tokenizer, base,
+         checkpoints: Path, cuda: bool, resume: bool = False, resumable: bool = True,
+         before_training: Callable[[TrainingArguments], None] | None = None):
+    """Fine-tune the encoder on `train_rows`, keeping the checkpoint that does best on `validation_rows`."""
+    lora = {"r": settings.lora_r, "alpha": settings.lora_alpha, "dropout": settings.lora_dropout}
+    model = build_model(base, task.labels, settings.method, lora, task.problem_type)
+    token_task = task.problem_type == "token"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    schedule = plan_schedule(settings, task, len(train_rows), validation_rows, world_size)
+    arguments = _training_arguments(settings, checkpoints, schedule, cuda, resumable)
+    if before_training is not None:
+        before_training(arguments)
+    trainer = FiniteLossTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=_dataset(train_rows, task, tokenizer, settings.max_length),
+        eval_dataset=_dataset(validation_rows, task, tokenizer, settings.max_length),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
+        compute_metrics=_token_metrics(task) if token_task else _compute_metrics,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+    )
+    output = trainer.train(resume_from_checkpoint=True if resume else None)
+    return trainer, output, schedule
+
+
+def _write_model(directory: Path, trainer: Trainer, tokenizer, task: Task, settings: TrainSettings) -> None:
+    """The encoder (LoRA merged, the adapter kept beside it), its tokenizer and the resolved task."""
+    trained = trainer.model
+    if settings.method == "lora":
+        trained.save_pretrained(directory / "adapter")
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    window = {"enabled": task.windowed, "max_length": settings.max_length, "stride": max(1, settings.max_length // 4)}
+    write_json(directory / TASK_FILE, task.to_json() | {"window": window})
+
+
+def _companions_and_calibration(directory: Path, task: Task, settings: TrainSettings, splits: dict[str, list[Row]],
+                                augmented: list[Row], device: str) -> dict[str, Any] | None:
+    """The n-gram companion (sequence tasks), then temperature and threshold, all fitted on
+    validation; writes `ngram/` and `calibration.json`. Returns the blend."""
+    def load() -> Predictor | EntityPredictor:
+        return load_predictor(directory, batch_size=settings.eval_batch_size, device=device)
+
+    predictor = load()
+    blend = None
+    if settings.ngram and task.problem_type == "sequence":
+        # Detectors also judge the weight on validation mixtures: an attack inside benign text
+        # is exactly where a bag of n-grams and the encoder's windows disagree.
+        selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if augmented else [])
+        blend = _fit_ngram(predictor, splits["train"] + augmented, selection, task, settings.seed, directory / NGRAM_DIR)
+        predictor = load()
+    calibration = _calibrate_entities(predictor, splits["validation"], task) if task.problem_type == "token" else \
+        _calibrate(predictor, splits["validation"], task, settings)
+    write_json(directory / CALIBRATION_FILE, calibration)
+    if task.source_type_map:
+        write_json(directory / SOURCE_TYPE_MAP_FILE, dict(task.source_type_map))
+    return blend
+
+
+CV_FOLDS = 5
+
+
+def cv_folds(settings: TrainSettings, task: Task, test_rows: list[Row]) -> int:
+    """`--cv-folds`, or by default 5 when the test split is too small to trust alone."""
+    if settings.cv_folds is not None:
+        return settings.cv_folds
+    return CV_FOLDS if small_split(test_rows, task) else 0
+
+
+def cross_validate(task: Task, settings: TrainSettings, rows: list[Row], folds: int, tokenizer, base,
+                   cuda: bool, device: str, work: Path) -> dict[str, Any]:
+    """The whole recipe k times: fold i is the test set, fold i+1 the validation set (checkpoint,
+    blend, temperature, threshold), the rest the training set. Every row is tested once, by a
+    model that never saw it; the figures of the answer given are pooled over all rows."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
+    parts = [[rows[i] for i in index] for _, index in splitter.split(rows, [r.label for r in rows],
+                                                                      [r.group for r in rows])]
+    per_fold, answers = [], []
+    for i in range(folds):
+        splits = {"train": [r for j, part in enumerate(parts) if j not in (i, (i + 1) % folds) for r in part],
+                  "validation": parts[(i + 1) % folds], "test": parts[i]}
+        print(f"cross-validation fold {i + 1}/{folds}: train {len(splits['train'])}, "
+              f"validation {len(splits['validation'])}, test {len(splits['test'])}")
+        augmented = task.augment(splits["train"], settings.seed) if task.augment and settings.augment else []
+        fold_dir = Path(tempfile.mkdtemp(prefix=f"fold{i}-", dir=work))
+        trainer, _, _ = _fit(task, settings, splits["train"] + augmented, splits["validation"], tokenizer, base,
+                             fold_dir / "checkpoints", cuda, resumable=False)
+        model_dir = fold_dir / "model"
+        _write_model(model_dir, trainer, tokenizer, task, settings)
+        _companions_and_calibration(model_dir, task, settings, splits, augmented, device)
+        predictor = load_predictor(model_dir, batch_size=settings.eval_batch_size, device=device)
+        scored = score_rows(predictor, splits["test"], task)
+        per_fold.append({k: scored[k] for k in ("n", "accuracy", "macro_f1")} |
+                        {"answered": scored.get("above_threshold", {}).get("coverage")})
+        answers += fold_answers(predictor, splits["test"], task)
+        shutil.rmtree(fold_dir, ignore_errors=True)
+    return cv_summary(per_fold, answers, task)
+
+
 def train(settings: TrainSettings) -> Path | None:
     """Train and publish an artifact; returns its directory (None on the other ranks of a
     distributed run: rank 0 writes). Nothing is written at `out` on failure."""
-    task = get_task(settings.task)
-    settings = settings.with_task_defaults(task)
-    out = settings.resolved_out()
+    task = resolve_task(settings.task)
+    fields = Fields.for_task(task, settings.text_field, settings.label_field, settings.id_field)
+    if not settings.data:
+        raise TrainingError(f"no data for the {task.name} task: pass --data FILE (or a hub dataset id)")
+    if not task.labels:
+        task = resolve_labels(task, settings.data, fields)
+        print(f"labels taken from the data and kept in the model: {', '.join(task.labels)}")
+    out = settings.resolved_out(task)
     check_destination(out, settings.overwrite)
     started = time.time()
     set_seed(settings.seed)
 
-    fields = Fields.for_task(task, settings.text_field, settings.label_field, settings.id_field)
-    data = load_rows(settings.data or task.default_data, task, fields)
+    data = load_rows(settings.data, task, fields)
     splits, manifest = make_split(data, settings.split_ratios, settings.seed, settings.max_samples)
     print(
         f"data: {len(data.rows)} rows from {data.source}; split "
@@ -334,68 +495,49 @@ def train(settings: TrainSettings) -> Path | None:
 
     base = resolve_base(settings.base)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
-    lora = {"r": settings.lora_r, "alpha": settings.lora_alpha, "dropout": settings.lora_dropout}
-    model = build_model(base, task.labels, settings.method, lora, task.problem_type)
-    token_task = task.problem_type == "token"
-    selection_metric = SELECTION_METRIC[task.problem_type]
-
     checkpoints = checkpoint_directory(out)
     cuda = use_cuda(settings.device)
     device = "cuda" if cuda else "cpu"
-    arguments = _training_arguments(settings, checkpoints, selection_metric, cuda)
-    main_process = arguments.process_index == 0  # under torchrun, only rank 0 writes
-    if settings.resume:  # every rank checks: each reads the checkpoint
-        _check_resumable(checkpoints, manifest, settings)
-    elif main_process:
-        _prepare_checkpoints(checkpoints, manifest, settings)
-    trainer = FiniteLossTrainer(
-        model=model,
-        args=arguments,
-        train_dataset=_dataset(splits["train"] + augmented, task, tokenizer, settings.max_length),
-        eval_dataset=_dataset(splits["validation"], task, tokenizer, settings.max_length),
-        processing_class=tokenizer,
-        data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
-        compute_metrics=_token_metrics(task) if token_task else _compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
-    )
+    state: dict[str, Any] = {}
+
+    def prepare(arguments: TrainingArguments) -> None:
+        state["main"] = arguments.process_index == 0  # under torchrun, only rank 0 writes
+        state["world_size"] = arguments.world_size
+        if settings.resume:  # every rank checks: each reads the checkpoint
+            _check_resumable(checkpoints, manifest, settings)
+        elif state["main"]:
+            _prepare_checkpoints(checkpoints, manifest, settings)
+        state["prepared"] = True
+
     try:
-        train_output = trainer.train(resume_from_checkpoint=True if settings.resume else None)
+        trainer, train_output, schedule = _fit(task, settings, splits["train"] + augmented, splits["validation"],
+                                             tokenizer, base, checkpoints, cuda, settings.resume,
+                                             before_training=prepare)
     except TrainingError:
-        if main_process:  # a non-finite loss is not worth resuming
+        if state.get("main") and state.get("prepared"):  # a non-finite loss is not worth resuming
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
-    if not main_process:
+    if not state["main"]:
         return None
-    best_epoch, history = _best_epoch(trainer, selection_metric)
+    if schedule.epochs != settings.epochs:
+        print(f"small data: trained up to {schedule.epochs:g} epochs (--min-steps {settings.min_steps}) instead of "
+              f"{settings.epochs:g}")
+    if schedule.metric == "loss":
+        print("small validation split: the checkpoint was chosen by validation loss")
+    best_epoch, history = _best_epoch(trainer, schedule)
 
     with staged_directory(out, settings.overwrite) as staging:
-        trained = trainer.model
-        if settings.method == "lora":
-            trained.save_pretrained(staging / "adapter")
-            trained = trained.merge_and_unload()
-        trained.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-
-        def load() -> Predictor | EntityPredictor:
-            return load_predictor(staging, task.problem_type, batch_size=settings.eval_batch_size,
-                                  max_length=settings.max_length, task_name=task.name, device=device)
-
-        predictor = load()
-        blend = None
-        if settings.ngram and not token_task:
-            # Detectors also judge the weight on validation mixtures: an attack inside benign text
-            # is exactly where a bag of n-grams and the encoder's windows disagree.
-            selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if augmented else [])
-            blend = _fit_ngram(predictor, splits["train"] + augmented, selection, task, settings.seed,
-                               staging / NGRAM_DIR)
-            predictor = load()
-        calibrate = _calibrate_entities(predictor, splits["validation"], task) if token_task else \
-            _calibrate(predictor, splits["validation"], task, settings)
-        write_json(staging / CALIBRATION_FILE, calibrate)
-        if task.source_type_map:
-            write_json(staging / SOURCE_TYPE_MAP_FILE, dict(task.source_type_map))
-        predictor = load()
-        metrics = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
+        _write_model(staging, trainer, tokenizer, task, settings)
+        blend = _companions_and_calibration(staging, task, settings, splits, augmented, device)
+        predictor = load_predictor(staging, batch_size=settings.eval_batch_size, device=device)
+        metrics: dict[str, Any] = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
+        folds = cv_folds(settings, task, splits["test"])
+        if folds:
+            rows = [r for name in ("train", "validation", "test") for r in splits[name]]
+            metrics["cross_validation"] = cross_validate(task, settings, rows, folds, tokenizer, base, cuda, device,
+                                                         staging.parent)
+        metrics["trust"] = trust_note(metrics, task)
+        print(metrics["trust"])
 
         write_label_mappings(staging, task)
         write_manifest(manifest, staging / "split.json")
@@ -405,12 +547,13 @@ def train(settings: TrainSettings) -> Path | None:
             "labels": list(task.labels),
             "fallback_label": task.fallback_label,
             "settings": asdict(settings) | {"data": data.source, "out": str(out)},
+            "schedule": asdict(schedule),
             "fields": asdict(fields),
             "base_model": {"name": base.name, "path": base.path, "sha256": base.sha256},
             "best_epoch": best_epoch,
             "epoch_history": history,
             "train_steps": train_output.global_step,
-            "world_size": arguments.world_size,
+            "world_size": state["world_size"],
             "device": device,
             "resumed": settings.resume,
             "augmented_train_rows": len(augmented),

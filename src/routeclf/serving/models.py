@@ -1,0 +1,81 @@
+"""The served models: one slot per name, loaded and warmed in the background, scored through a
+micro-batcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from routeclf.serving.batching import MicroBatcher
+
+WARMUP_TEXTS = ["warm-up request", "What is the derivative of x squared?"]
+# The vLLM semantic router's endpoints, bound to the models that play their roles.
+ROLE_ENDPOINTS = {"intent": ("category", "classifier"), "security": ("jailbreak", "detector"), "pii": ("pii", "tagger")}
+RESERVED_NAMES = ("batch", "intent", "security")
+
+
+class ModelSlot:
+    """One served model. Its task (and so its kind and answer shape) is read at once from
+    `task.json`; the weights load in the background, and `/ready` reports either."""
+
+    def __init__(self, name: str, directory: Path, backend: str, max_batch_size: int, max_wait_ms: float,
+                 on_batch) -> None:
+        from routeclf.errors import RouteclfError
+        from routeclf.tasks import load_task
+
+        self.name, self.directory, self.backend = name, directory, backend
+        self.max_batch_size, self.max_wait_ms, self.on_batch = max_batch_size, max_wait_ms, on_batch
+        self.predictor = None
+        self.version: str | None = None
+        self.error: str | None = None
+        self.batcher: MicroBatcher | None = None
+        self.task = None
+        try:
+            self.task = load_task(directory)
+        except RouteclfError as exc:
+            self.error = str(exc)
+        for endpoint, (model, kind) in ROLE_ENDPOINTS.items():
+            if model == name and self.task is not None and self.task.kind != kind:
+                self.error = (f"{directory} holds a {self.task.kind} ({self.task.name}); the {name} role "
+                              f"(/api/v1/classify/{endpoint}) needs a {kind}")
+
+    @property
+    def kind(self) -> str | None:
+        return self.task.kind if self.task is not None else None
+
+    @property
+    def served_backend(self) -> str:
+        return "torch" if self.kind == "tagger" else self.backend  # no ONNX export for taggers yet
+
+    def load(self) -> None:
+        if self.error is not None:
+            return
+        from routeclf.artifact.version import model_version
+        from routeclf.inference import load_predictor
+
+        try:
+            predictor = load_predictor(self.directory, backend=self.served_backend)
+            scorer = predictor.word_scores if self.kind == "tagger" else predictor.predict_proba
+            scorer(WARMUP_TEXTS)
+            self.version = model_version(self.directory, self.served_backend)
+            self._scorer = scorer
+            self.predictor = predictor
+        except Exception as exc:  # reported by /ready and by 503s; the service stays up
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def start(self) -> None:
+        self.batcher = MicroBatcher(self._score, self.max_batch_size, self.max_wait_ms, on_batch=self.on_batch)
+        self.batcher.start()
+
+    def _score(self, texts: list[str]) -> list[Any]:
+        """Per text: class probabilities, or (taggers) word scores that each request then turns
+        into entities with its own options."""
+        return list(self._scorer(texts))
+
+    @property
+    def state(self) -> str:
+        return "ready" if self.predictor is not None else f"failed: {self.error}" if self.error else "loading"
+
+    def identity(self) -> dict[str, Any]:
+        """What every answer carries: which model gave it."""
+        return {"name": self.name, "version": self.version}

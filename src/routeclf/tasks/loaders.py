@@ -1,0 +1,20 @@
+"""Data code that a task file names by `loader:` (multi-source folders, training-only rows)."""
+
+from __future__ import annotations
+
+from routeclf.tasks import jailbreak, pii
+from routeclf.tasks.base import DataCode
+
+LOADERS: dict[str, DataCode] = {
+    "jailbreak": DataCode(folder=jailbreak.load_folder, augment=jailbreak.mixed_rows),
+    "pii": DataCode(folder=pii.load_folder),
+}
+
+
+def data_code(name: str | None) -> DataCode:
+    if name is None:
+        return DataCode()
+    try:
+        return LOADERS[name]
+    except KeyError:
+        raise ValueError(f"unknown loader {name!r}; built-in loaders: {', '.join(LOADERS)}") from None

@@ -25,7 +25,7 @@ from routeclf.artifact.validate import MIN_TYPE_SUPPORT
 from routeclf.data.sources import read_records
 from routeclf.evaluation.entities import format_entity_table, score_entity_rows
 from routeclf.inference.entities import EntityPredictor
-from routeclf.tasks import get_task
+from routeclf.tasks import load_task
 from routeclf.tasks.pii import PRESIDIO_FILES
 from routeclf.tasks.spans import load_records, read_conll
 from routeclf.training.trainer import train
@@ -59,7 +59,7 @@ def main() -> None:
     wall = time.time() - started
     test = json.loads((out / "metrics.json").read_text())["test"]
     config = json.loads((out / "training_config.json").read_text())
-    task = get_task("pii")
+    task = load_task(out)
     wnut_path = Path(own.data) / WNUT_TEST
     wnut = score_entity_rows(EntityPredictor(out), load_records(read_conll(wnut_path), str(wnut_path), task).rows,
                              task, WNUT_TYPES)

@@ -75,6 +75,14 @@ def test_settings_in_a_task_file_are_typed(tmp_path: Path) -> None:
         ("name: R S\nlabels: [a, b]\n", "name must be lower-case"),
         ("name: r\nkind: sorter\nlabels: [a, b]\n", "kind:"),
         ("name: r\nlabels: [a, b]\nloader: mine\n", "unknown loader 'mine'"),
+        ("name: intent\nlabels: [a, b]\n", "one of the router's own endpoints"),
+        ("name: r\nlabels: [a, b]\nmapping_file: config.json\n", "mapping_file must be a plain .json file name"),
+        ("name: r\nlabels: [a, b]\nmapping_file: ../x.json\n", "mapping_file must be a plain .json file name"),
+        ("name: r\nlabels: [a, b]\nlength_bands: [[s, 0, 9], [l, 12, null]]\n", "length_bands must start at 0"),
+        ("name: r\nlabels: [a, b]\nlength_bands: [[s, 0, 9]]\n", "end open"),
+        ("name: r\nkind: detector\nlabels: [a, b]\npositive_label: a\nfallback_label: a\n", "not its positive_label"),
+        ("name: r\nlabels: [a, b]\nloader: jailbreak\n", "the jailbreak loader's rows are labelled benign, jailbreak"),
+        ("name: r\nlabels: [a, b]\nout: models/x\n", "unknown keys out"),
         ("- a\n- b\n", "must be a YAML mapping"),
         ("name: r\nlabels: [a, b\n", "not valid YAML"),
     ],
@@ -82,6 +90,12 @@ def test_settings_in_a_task_file_are_typed(tmp_path: Path) -> None:
 def test_task_file_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(RouteclfError, match=message.replace("[", r"\[").replace("(", r"\(")):
         resolve_task(str(task_file(tmp_path, text)))
+
+
+def test_a_detector_answers_its_other_label(tmp_path: Path) -> None:
+    path = task_file(tmp_path, "name: guard\nkind: detector\npositive_label: attack\n")
+    task = resolve_task(str(path)).with_labels(["attack", "ok"])  # labels taken from the data
+    assert (task.positive_label, task.fallback_label, task.windowed) == ("attack", "ok", True)
 
 
 def test_unknown_task_name_points_to_task_files(capsys, tmp_path: Path) -> None:

@@ -175,11 +175,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from routeclf.serving.app import ServeConfig, api_key_from_env, check_model_names, create_app
 
+    from routeclf.serving.models import check_role
+    from routeclf.tasks import load_task
+
     models = _named_models(args)
     try:
         check_model_names(list(models))
     except ValueError as exc:
         raise RouteclfError(str(exc)) from None
+    for name, directory in models.items():  # a model that cannot be served is refused before starting
+        check_role(name, load_task(directory), directory)
     config = ServeConfig(
         models=models, backend=args.backend, api_key=api_key_from_env(args.api_key),
         max_text_chars=args.max_text_chars, max_batch_items=args.max_batch_items, max_body_bytes=args.max_body_bytes,

@@ -57,7 +57,8 @@ class TrainSettings:
     patience: int = field(
         default=2,
         metadata={"help": "early stopping: evaluations (each epoch, or every --save-steps) without a better validation "
-                          "macro-F1 (token tasks: entity micro-F1)"},
+                          "macro-F1 (token tasks: entity micro-F1; a small validation split: loss), counted only "
+                          "after --min-steps"},
     )
     max_samples: int | None = field(
         default=None, metadata={"help": "train on a seeded, label-stratified sample of this many rows (every label kept)"}
@@ -196,6 +197,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     settings = TrainSettings(**check_settings(values, "settings"))
     if task.problem_type == "token":  # the n-gram companion scores whole texts, not words
         settings = dataclasses.replace(settings, ngram=False)
+        if settings.cv_folds:
+            raise RouteclfError("--cv-folds is for classifiers and detectors; a tagger's figures are per entity")
     validate_settings(settings)
     return settings
 

@@ -20,8 +20,7 @@ held out from all of it.$extra_note
 
 ## Calibration and abstaining
 
-Temperature $temperature, fitted on validation. Confidence threshold $threshold: below it a router
-should answer the fallback label `$fallback` (the raw top label is still reported).
+Temperature $temperature, fitted on validation. $threshold_rule
 
 | data | coverage (answered) | accuracy when answered |
 |---|---|---|
@@ -200,8 +199,14 @@ def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task
         summary=_summary_rows(metrics),
         extra_note=_extra_note(_sections(metrics)),
         temperature=f"{calibration['temperature']:.3f}",
-        threshold=f"{calibration['threshold']:.3f}",
-        fallback=task.fallback_label,
+        threshold_rule=(
+            f"Threshold {calibration['threshold']:.3f} on the `{task.positive_label}` probability: at or above "
+            f"it the answer is `{task.positive_label}`, below it `{task.fallback_label}`."
+            if task.kind == "detector" else
+            f"Confidence threshold {calibration['threshold']:.3f}: below it the answer is the fallback label "
+            f"`{task.fallback_label}` (the raw top label is still reported)."
+            if task.fallback_label is not None else "No fallback label: the top label is always answered."
+        ),
         threshold_rows=_threshold_rows(metrics),
         detector=_detector_rows(metrics),
         slices=_slice_tables(test),
@@ -273,7 +278,8 @@ def write_model_card(directory: Path, task: Task) -> None:
         pipeline_tag="token-classification" if token_task else "text-classification",
         auto_class="AutoModelForTokenClassification" if token_task else "AutoModelForSequenceClassification",
         predict_note=predict_note,
-        selection="entity micro-F1" if token_task else "macro-F1",
+        selection={"loss": "loss (a small validation split)", "micro_f1": "entity micro-F1"}.get(
+            config.get("schedule", {}).get("metric"), "macro-F1"),
         results=(_token_results if token_task else _sequence_results)(metrics, calibration, task),
         data=manifest["data_source"],
         sha256=manifest["data_sha256"],
@@ -287,7 +293,7 @@ def write_model_card(directory: Path, task: Task) -> None:
         base=config["base_model"]["name"],
         base_sha=config["base_model"]["sha256"],
         method="LoRA (merged into the base)" if s["method"] == "lora" else "full fine-tuning",
-        epochs=s["epochs"],
+        epochs=config.get("schedule", {}).get("epochs", s["epochs"]),
         best_epoch=config["best_epoch"],
         lr=s["lr"],
         batch_size=s["batch_size"],

@@ -165,7 +165,8 @@ class Validator:
             if {k: int(v) for k, v in mapping.get(to_idx, {}).items()} != {label: i for i, label in enumerate(order)}:
                 problems.append(f"{name} {to_idx} disagrees with config.json id2label")
         if list(self.task.labels) != order:
-            problems.append(f"{TASK_FILE} labels {list(self.task.labels)} differ from config.json id2label {order}")
+            problems.append(f"the {self.task.name} task's labels {list(self.task.labels)} differ from config.json "
+                            f"id2label {order}")
         if problems:
             raise CheckFailed("; ".join(problems))
         return f"{len(order)} labels, same order in config.json, {TASK_FILE} and {', '.join(files)}"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 # The weights each backend answers with.
 WEIGHTS = {"torch": "model.safetensors", "onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx"}
-DECIDING_FILES = ("config.json", "task.json", "calibration.json", "ngram/blend.json", "ngram/ngram_config.json",
-                  "ngram/ngram.safetensors")
+DECIDING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "task.json", "calibration.json",
+                  "ngram/blend.json", "ngram/ngram_config.json", "ngram/ngram.safetensors")
 
 
 def model_version(directory: Path, backend: str = "torch") -> str:

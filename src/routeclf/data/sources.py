@@ -209,7 +209,9 @@ def resolve_labels(task: Task, data: str, fields: Fields) -> Task:
         return task
     if task.kind == "tagger":
         raise DataError(f"the {task.name} task lists no entity_types")
-    if task.folder_loader is not None and Path(data).is_dir():
+    if task.data_code.labels is not None:
+        values = set(task.data_code.labels)
+    elif task.folder_loader is not None and Path(data).is_dir():
         values = {row.label for row in task.folder_loader(Path(data), task).rows}
     else:
         records = read_records(data, task.hub_split)

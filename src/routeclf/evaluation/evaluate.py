@@ -130,8 +130,8 @@ def save_evaluation(directory: Path, name: str, metrics: dict[str, Any]) -> None
     from routeclf.artifact.card import write_model_card
     from routeclf.artifact.writer import write_json_atomic
 
-    if name in SPLITS:
-        raise RouteclfError(f"--save-as {name!r} would overwrite the training split's metrics; choose another name")
+    if name in (*SPLITS, "data_sha256", "trust", "cross_validation"):
+        raise RouteclfError(f"--save-as {name!r} would overwrite the training run's own figures; choose another name")
     task, _ = artifact_task(directory)
     saved = read_json(directory / "metrics.json")
     saved[name] = metrics

@@ -15,7 +15,7 @@ from routeclf.data.alignment import Entity, decode_tags, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE
-from routeclf.tasks import load_task, read_task_json
+from routeclf.tasks import load_model_task
 from routeclf.training.models import model_class
 
 
@@ -36,8 +36,7 @@ class EntityPredictor:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
-        self.task = load_task(self.directory)
-        window = read_task_json(self.directory).get("window", {})
+        self.task, window = load_model_task(self.directory)
         self.max_length: int = max_length or int(window.get("max_length") or 512)
         self.batch_size = batch_size
         self.device = torch.device(device)

@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
-from routeclf.tasks import load_task, read_task_json
+from routeclf.tasks import load_model_task
 from routeclf.training.ngram import NgramModel, blend
 
 NGRAM_DIR = "ngram"
@@ -47,8 +47,7 @@ class Predictor:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
-        self.task = load_task(self.directory)
-        window = read_task_json(self.directory).get("window", {})
+        self.task, window = load_model_task(self.directory)
         self.max_length: int = max_length or int(window.get("max_length") or 512)
         self.windowed: bool = bool(window.get("enabled", self.task.windowed))
         self.positive_label: str | None = self.task.positive_label
@@ -74,7 +73,7 @@ class Predictor:
         calibration = self._optional_json(CALIBRATION_FILE)
         self.temperature = float(calibration.get("temperature", 1.0))
         self.threshold = float(calibration.get("threshold", 0.0))
-        self.fallback_label: str | None = calibration.get("fallback_label")
+        self.fallback_label: str | None = self.task.fallback_label
         blend_config = self._optional_json(f"{NGRAM_DIR}/blend.json")
         self.ngram: NgramModel | None = None
         self.ngram_weight = 0.0

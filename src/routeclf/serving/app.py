@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from routeclf.serving.answers import ANSWERS, OPTIONS, REQUESTS, PiiOptions
-from routeclf.serving.models import RESERVED_NAMES, ROLE_ENDPOINTS, ModelSlot
+from routeclf.serving.models import ROLE_ENDPOINTS, ModelSlot
+from routeclf.tasks.base import NAME_PATTERN, RESERVED_NAMES
 
 
 
@@ -54,8 +55,6 @@ class BatchRequest(BaseModel):
 
 def check_model_names(names: list[str]) -> None:
     """Model names are URL path segments; a few are the semantic router's own endpoints."""
-    from routeclf.tasks.base import NAME_PATTERN
-
     for name in names:
         if name in RESERVED_NAMES:
             hint = {"intent": "--category DIR", "security": "--jailbreak DIR"}.get(name, "another name")

@@ -11,7 +11,16 @@ from routeclf.serving.batching import MicroBatcher
 WARMUP_TEXTS = ["warm-up request", "What is the derivative of x squared?"]
 # The vLLM semantic router's endpoints, bound to the models that play their roles.
 ROLE_ENDPOINTS = {"intent": ("category", "classifier"), "security": ("jailbreak", "detector"), "pii": ("pii", "tagger")}
-RESERVED_NAMES = ("batch", "intent", "security")
+
+
+def check_role(name: str, task, directory: Path) -> None:
+    """A model served under a role's name (category, jailbreak, pii) must be of the role's kind."""
+    from routeclf.errors import RouteclfError
+
+    for endpoint, (model, kind) in ROLE_ENDPOINTS.items():
+        if model == name and task.kind != kind:
+            raise RouteclfError(f"{directory} holds a {task.kind} ({task.name}); the {name} role "
+                                f"(/api/v1/classify/{endpoint}) needs a {kind}")
 
 
 class ModelSlot:
@@ -32,12 +41,9 @@ class ModelSlot:
         self.task = None
         try:
             self.task = load_task(directory)
+            check_role(name, self.task, directory)
         except RouteclfError as exc:
             self.error = str(exc)
-        for endpoint, (model, kind) in ROLE_ENDPOINTS.items():
-            if model == name and self.task is not None and self.task.kind != kind:
-                self.error = (f"{directory} holds a {self.task.kind} ({self.task.name}); the {name} role "
-                              f"(/api/v1/classify/{endpoint}) needs a {kind}")
 
     @property
     def kind(self) -> str | None:

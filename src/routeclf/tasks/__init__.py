@@ -50,10 +50,14 @@ def read_task_json(directory: Path) -> dict:
         raise RouteclfError(f"cannot read {path}: {exc}") from exc
 
 
+def load_model_task(directory: Path) -> tuple[Task, dict]:
+    """The task a model directory was trained for, and its window settings, from `task.json`."""
+    payload = read_task_json(directory)
+    return task_from_json(payload, str(Path(directory) / TASK_FILE)), payload.get("window") or {}
+
+
 def load_task(directory: Path) -> Task:
-    """The task a model directory was trained for, from its `task.json`."""
-    payload = {k: v for k, v in read_task_json(directory).items() if k != "window"}
-    return task_from_json(payload, str(Path(directory) / TASK_FILE))
+    return load_model_task(directory)[0]
 
 
-__all__ = ["BUILTIN", "TASK_FILE", "Task", "get_task", "load_task", "read_task_json", "resolve_task"]
+__all__ = ["BUILTIN", "TASK_FILE", "Task", "get_task", "load_model_task", "load_task", "read_task_json", "resolve_task"]

@@ -18,7 +18,13 @@ Kind = Literal["classifier", "detector", "tagger"]
 ProblemType = Literal["sequence", "token"]
 KINDS: tuple[str, ...] = ("classifier", "detector", "tagger")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# The vLLM semantic router's own endpoints beside /api/v1/classify/NAME.
+RESERVED_NAMES = ("batch", "intent", "security")
 TAGGER_FALLBACK = "O"  # the tag of words outside every entity
+# Files of the model directory a task's mapping file must not replace.
+OWN_FILES = ("config.json", "task.json", "label_mapping.json", "calibration.json", "metrics.json", "split.json",
+             "training_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "source_type_map.json")
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class DataCode:
     # Extra rows made from one split's rows alone: more training rows, and (jailbreak) the
     # validation rows that choose the n-gram blend weight. Never test rows.
     augment: Callable[[list[Row], int], list[Row]] | None = None
+    # The labels its rows carry, when the code fixes them.
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class Task:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.kind == "detector" and self.fallback_label is None and len(self.labels) == 2:
+            # A detector answers its other label when it does not raise the alarm.
+            other = [label for label in self.labels if label != self.positive_label]
+            object.__setattr__(self, "fallback_label", other[0] if len(other) == 1 else None)
         problems = self.problems()
         if problems:
             raise ValueError(f"task {self.name!r}: " + "; ".join(problems))
@@ -76,6 +88,18 @@ class Task:
         found = []
         if not NAME_PATTERN.match(self.name):
             found.append("name must be lower-case letters, digits, '-' or '_' (it is also the serving name)")
+        if self.name in RESERVED_NAMES:
+            found.append(f"name {self.name!r} is one of the router's own endpoints ({', '.join(RESERVED_NAMES)}); "
+                         "choose another")
+        if self.mapping_file is not None and (
+            "/" in self.mapping_file or "\\" in self.mapping_file or not self.mapping_file.endswith(".json")
+            or self.mapping_file in OWN_FILES or self.mapping_file.startswith(".")
+        ):
+            found.append(f"mapping_file must be a plain .json file name that is not one of the model's own files "
+                         f"({', '.join(OWN_FILES)}), got {self.mapping_file!r}")
+        found += self._band_problems()
+        if self.kind == "tagger" and self.windows is False:
+            found.append("a tagger always reads long texts in windows; leave `windows` out")
         if self.kind not in KINDS:
             found.append(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if list(self.labels) != sorted(set(self.labels)):
@@ -91,11 +115,27 @@ class Task:
                 found.append(f"a detector has exactly 2 labels (the alarm and the rest), got {list(self.labels)}")
             if self.positive_label not in self.labels:
                 found.append(f"a detector needs positive_label, one of {list(self.labels)}")
+            elif self.fallback_label == self.positive_label:
+                found.append("a detector's fallback_label is the label it answers without an alarm, not its "
+                             "positive_label")
         elif self.positive_label is not None:
             found.append(f"positive_label is for detectors; this task's kind is {self.kind}")
         if self.kind == "tagger" and self.fallback_label != TAGGER_FALLBACK:
             found.append(f"a tagger's fallback label is {TAGGER_FALLBACK!r}")
+        fixed = self.data_code.labels
+        if fixed is not None and set(self.labels) != set(fixed):
+            found.append(f"the {self.loader} loader's rows are labelled {', '.join(fixed)}; use those labels")
         return found
+
+    def _band_problems(self) -> list[str]:
+        """Length bands must cover every length: from 0, contiguous, the last one open."""
+        bands = self.length_bands
+        ordered = all(low <= high for _, low, high in bands[:-1] if high is not None)
+        contiguous = all(a[2] is not None and b[1] == a[2] + 1 for a, b in zip(bands, bands[1:]))
+        if not bands or bands[0][1] != 0 or bands[-1][2] is not None or not ordered or not contiguous:
+            return [f"length_bands must start at 0, follow on without gaps ([name, low, high], the next low = "
+                    f"high + 1) and end open (high null), got {[list(b) for b in bands]}"]
+        return []
 
     # -- derived ----------------------------------------------------------------------------
     @property

@@ -6,7 +6,7 @@ from routeclf.tasks import jailbreak, pii
 from routeclf.tasks.base import DataCode
 
 LOADERS: dict[str, DataCode] = {
-    "jailbreak": DataCode(folder=jailbreak.load_folder, augment=jailbreak.mixed_rows),
+    "jailbreak": DataCode(folder=jailbreak.load_folder, augment=jailbreak.mixed_rows, labels=("benign", "jailbreak")),
     "pii": DataCode(folder=pii.load_folder),
 }
 

@@ -53,6 +53,8 @@ class TaskKeys(BaseModel):
 
 
 TASK_KEYS = tuple(TaskKeys.model_fields)
+# Settings that belong to one run, not to a task.
+NOT_TASK_SETTINGS = ("task", "out", "resume", "overwrite")
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -69,7 +71,7 @@ def task_from_mapping(values: dict[str, Any], where: str, default_name: str | No
     if not isinstance(values, dict):
         raise RouteclfError(f"{where} must be a YAML mapping of key: value (see docs/training-guide.md, section 8)")
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
-    settable = [k for k in SETTING_NAMES if k != "task"]
+    settable = [k for k in SETTING_NAMES if k not in NOT_TASK_SETTINGS]
     unknown = sorted(k for k in values if k not in TASK_KEYS and k not in settable)
     if unknown:
         raise RouteclfError(
@@ -143,12 +145,14 @@ def read_task_file(path: Path) -> Task:
 
 
 def task_from_json(payload: dict[str, Any], where: str) -> Task:
-    """The task saved in a model directory (`task.json`, written by `Task.to_json`)."""
-    values = dict(payload)
-    kind = values.get("kind")
-    if kind == "tagger":
+    """The task saved in a model directory (`task.json`, written by `Task.to_json`). Its training
+    defaults are kept as they were saved: a later version's settings must not make it unreadable."""
+    import dataclasses
+
+    values = {k: v for k, v in payload.items() if k not in ("settings", "window")}
+    if values.get("kind") == "tagger":
         values.pop("labels", None)  # they follow from entity_types
     else:
         values.pop("entity_types", None)
-    settings = values.pop("settings", None) or {}
-    return task_from_mapping({**values, **settings}, where)
+    task = task_from_mapping(values, where)
+    return dataclasses.replace(task, settings=dict(payload.get("settings") or {}))

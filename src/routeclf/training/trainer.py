@@ -114,6 +114,20 @@ def _compute_metrics(prediction) -> dict[str, float]:
     }
 
 
+class EarlyStoppingAfter(EarlyStoppingCallback):
+    """Early stopping that starts counting only after `min_steps` optimizer steps, so a small
+    validation split whose loss wobbles early cannot end a small-data run before its minimum."""
+
+    def __init__(self, patience: int, min_steps: int) -> None:
+        super().__init__(early_stopping_patience=patience)
+        self.min_steps = min_steps
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):  # type: ignore[override]
+        if state.global_step < self.min_steps:
+            return
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
 # The validation figure that picks the checkpoint, per problem type.
 SELECTION_METRIC = {"sequence": "macro_f1", "token": "micro_f1"}
 
@@ -328,10 +342,11 @@ def checkpoint_directory(out: Path) -> Path:
     return out.parent / f".{out.name}.checkpoints"
 
 
-RESUME_IGNORES = ("resume", "overwrite")  # settings a resumed run may change
+# Settings a resumed run may change: they act only after the encoder is trained.
+RESUME_IGNORES = ("resume", "overwrite", "cv_folds", "min_coverage", "abstain_accuracy", "target_fpr", "ngram")
 
 
-def _check_resumable(checkpoints: Path, manifest: dict[str, Any], settings: TrainSettings) -> None:
+def _check_resumable(checkpoints: Path, manifest: dict[str, Any], settings: TrainSettings, task: Task) -> None:
     """A resumed run must find checkpoints made from the same data, split and settings."""
     if not list(checkpoints.glob("checkpoint-*")):
         raise TrainingError(f"--resume: no checkpoint in {checkpoints}; start without --resume")
@@ -343,24 +358,26 @@ def _check_resumable(checkpoints: Path, manifest: dict[str, Any], settings: Trai
         raise TrainingError("--resume: the data changed since the interrupted run (sha256 differs)")
     if previous.get("ids") != manifest["ids"]:
         raise TrainingError("--resume: the split differs from the interrupted run's")
-    before, now = json.loads(settings_file.read_text()), _resumable_settings(settings)
+    before, now = json.loads(settings_file.read_text()), _resumable_settings(settings, task)
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
-        listed = ", ".join(f"{k} ({before.get(k)!r} then, {now.get(k)!r} now)" for k in changed)
+        listed = ", ".join("the task's definition (labels, kind, fields...)" if k == "task_definition" else
+                           f"{k} ({before.get(k)!r} then, {now.get(k)!r} now)" for k in changed)
         raise TrainingError(f"--resume: settings differ from the interrupted run's: {listed}")
 
 
-def _resumable_settings(settings: TrainSettings) -> dict[str, Any]:
+def _resumable_settings(settings: TrainSettings, task: Task) -> dict[str, Any]:
     values = {k: v for k, v in asdict(settings).items() if k not in RESUME_IGNORES}
+    values["task_definition"] = task.to_json()  # a task file edited between runs is caught too
     return json.loads(json.dumps(values))  # tuples become lists, as they are read back
 
 
-def _prepare_checkpoints(checkpoints: Path, manifest: dict[str, Any], settings: TrainSettings) -> None:
+def _prepare_checkpoints(checkpoints: Path, manifest: dict[str, Any], settings: TrainSettings, task: Task) -> None:
     """A fresh run starts from an empty checkpoint directory that records its split and settings."""
     shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(parents=True)
     write_manifest(manifest, checkpoints / "split.json")
-    write_json(checkpoints / "settings.json", _resumable_settings(settings))
+    write_json(checkpoints / "settings.json", _resumable_settings(settings, task))
 
 
 def _fit(task: Task, settings: TrainSettings, train_rows: list[Row], validation_rows: list[Row], tokenizer, base,
@@ -383,7 +400,7 @@ def _fit(task: Task, settings: TrainSettings, train_rows: list[Row], validation_
         processing_class=tokenizer,
         data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
         compute_metrics=_token_metrics(task) if token_task else _compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience)],
+        callbacks=[EarlyStoppingAfter(settings.patience, settings.min_steps)],
     )
     output = trainer.train(resume_from_checkpoint=True if resume else None)
     return trainer, output, schedule
@@ -445,25 +462,44 @@ def cross_validate(task: Task, settings: TrainSettings, rows: list[Row], folds: 
     parts = [[rows[i] for i in index] for _, index in splitter.split(rows, [r.label for r in rows],
                                                                       [r.group for r in rows])]
     per_fold, answers = [], []
-    for i in range(folds):
-        splits = {"train": [r for j, part in enumerate(parts) if j not in (i, (i + 1) % folds) for r in part],
-                  "validation": parts[(i + 1) % folds], "test": parts[i]}
-        print(f"cross-validation fold {i + 1}/{folds}: train {len(splits['train'])}, "
-              f"validation {len(splits['validation'])}, test {len(splits['test'])}")
-        augmented = task.augment(splits["train"], settings.seed) if task.augment and settings.augment else []
-        fold_dir = Path(tempfile.mkdtemp(prefix=f"fold{i}-", dir=work))
-        trainer, _, _ = _fit(task, settings, splits["train"] + augmented, splits["validation"], tokenizer, base,
-                             fold_dir / "checkpoints", cuda, resumable=False)
-        model_dir = fold_dir / "model"
-        _write_model(model_dir, trainer, tokenizer, task, settings)
-        _companions_and_calibration(model_dir, task, settings, splits, augmented, device)
-        predictor = load_predictor(model_dir, batch_size=settings.eval_batch_size, device=device)
-        scored = score_rows(predictor, splits["test"], task)
-        per_fold.append({k: scored[k] for k in ("n", "accuracy", "macro_f1")} |
-                        {"answered": scored.get("above_threshold", {}).get("coverage")})
-        answers += fold_answers(predictor, splits["test"], task)
-        shutil.rmtree(fold_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=".cv-", dir=work) as scratch:
+        for i in range(folds):
+            scored, fold = _cross_validation_fold(task, settings, parts, i, tokenizer, base, cuda, device, Path(scratch))
+            per_fold.append(scored)
+            answers += fold
     return cv_summary(per_fold, answers, task)
+
+
+def _cross_validation_fold(task: Task, settings: TrainSettings, parts: list[list[Row]], i: int, tokenizer, base,
+                           cuda: bool, device: str, scratch: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    folds = len(parts)
+    splits = {"train": [r for j, part in enumerate(parts) if j not in (i, (i + 1) % folds) for r in part],
+              "validation": parts[(i + 1) % folds], "test": parts[i]}
+    print(f"cross-validation fold {i + 1}/{folds}: train {len(splits['train'])}, "
+          f"validation {len(splits['validation'])}, test {len(splits['test'])}")
+    augmented = task.augment(splits["train"], settings.seed) if task.augment and settings.augment else []
+    fold_dir = scratch / f"fold{i}"
+    trainer, _, _ = _fit(task, settings, splits["train"] + augmented, splits["validation"], tokenizer, base,
+                         fold_dir / "checkpoints", cuda, resumable=False)
+    model_dir = fold_dir / "model"
+    _write_model(model_dir, trainer, tokenizer, task, settings)
+    del trainer  # one model in memory at a time
+    release_memory()
+    _companions_and_calibration(model_dir, task, settings, splits, augmented, device)
+    predictor = load_predictor(model_dir, batch_size=settings.eval_batch_size, device=device)
+    scored = score_rows(predictor, splits["test"], task)
+    answers = fold_answers(predictor, splits["test"], task)
+    shutil.rmtree(fold_dir, ignore_errors=True)
+    return ({k: scored[k] for k in ("n", "accuracy", "macro_f1")} |
+            {"answered": scored.get("above_threshold", {}).get("coverage")}), answers
+
+
+def release_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train(settings: TrainSettings) -> Path | None:
@@ -504,9 +540,9 @@ def train(settings: TrainSettings) -> Path | None:
         state["main"] = arguments.process_index == 0  # under torchrun, only rank 0 writes
         state["world_size"] = arguments.world_size
         if settings.resume:  # every rank checks: each reads the checkpoint
-            _check_resumable(checkpoints, manifest, settings)
+            _check_resumable(checkpoints, manifest, settings, task)
         elif state["main"]:
-            _prepare_checkpoints(checkpoints, manifest, settings)
+            _prepare_checkpoints(checkpoints, manifest, settings, task)
         state["prepared"] = True
 
     try:
@@ -528,10 +564,15 @@ def train(settings: TrainSettings) -> Path | None:
 
     with staged_directory(out, settings.overwrite) as staging:
         _write_model(staging, trainer, tokenizer, task, settings)
+        del trainer
+        release_memory()
         blend = _companions_and_calibration(staging, task, settings, splits, augmented, device)
         predictor = load_predictor(staging, batch_size=settings.eval_batch_size, device=device)
         metrics: dict[str, Any] = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
         folds = cv_folds(settings, task, splits["test"])
+        if folds and state["world_size"] > 1:
+            print("cross-validation skipped: it runs in a single process (train without torchrun to get it)")
+            folds = 0
         if folds:
             rows = [r for name in ("train", "validation", "test") for r in splits[name]]
             metrics["cross_validation"] = cross_validate(task, settings, rows, folds, tokenizer, base, cuda, device,

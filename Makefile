@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-serve serve clean
+.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve serve clean
 
 install: $(VENV)/.installed
 
@@ -47,3 +47,6 @@ bench-pii: install
 
 bench-jailbreak: install
 	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_jailbreak.py --data-dir $(DATA_DIR) $(ARGS)
+
+bench-routes: install
+	$(BIN)/python benchmarks/train_routes.py $(ARGS)

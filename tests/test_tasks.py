@@ -197,6 +197,8 @@ def test_a_task_of_ones_own_is_validated_and_evaluated(routes_model: Path, tmp_p
     assert main(["evaluate", str(routes_model), "--data", str(held_out), "--split", "all"]) == 0
     copy = tmp_path / "copy"
     shutil.copytree(routes_model, copy)
+    assert main(["export-onnx", str(copy)]) == 0  # 150 rows: every one is a parity input
+    assert json.loads((copy / "onnx" / "parity.json").read_text())["n_inputs"] == 150
     (copy / "task.json").unlink()
     assert main(["validate", str(copy)]) == 1
     assert "missing task.json" in capsys.readouterr().out

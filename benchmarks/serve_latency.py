@@ -17,13 +17,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import numpy as np
+
+from routeclf.serving.e2e import start_server as serve_in_process
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -43,20 +44,7 @@ def free_port() -> int:
 
 
 def start_server(model: Path, backend: str, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "routeclf", "serve", "--category", str(model), "--backend", backend,
-               "--port", str(port), "--max-text-chars", "32000"]
-    server = subprocess.Popen(command)
-    for _ in range(1200):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise RuntimeError(f"server for {backend} exited with {server.returncode}")
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"server for {backend} not ready in time")
+    return serve_in_process(["--category", str(model), "--backend", backend, "--max-text-chars", "32000"], port)
 
 
 def sequential(url: str, texts: list[str]) -> dict[str, float]:

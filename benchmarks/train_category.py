@@ -72,6 +72,7 @@ def main() -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "training_config.json").read_text())
     test = metrics["test"]
+    plain = metrics["paths"]["transformers"]["test"]
     result = {
         **run_summary(own.label, train_flags, wall, config),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
@@ -79,29 +80,36 @@ def main() -> None:
         "steps_per_second": round(config["train_steps"] / wall, 3),
         "epoch_history": config["epoch_history"],
         "ngram_blend": config["ngram_blend"],
+        # The answer given (fallback below the threshold) and the top label, per consumer path.
         "test_accuracy": test["accuracy"],
         "test_macro_f1": test["macro_f1"],
+        "test_top_label_accuracy": test["top_label"]["accuracy"],
+        "test_abstention": test["abstention"],
+        "test_plain_transformers": {"accuracy": plain["accuracy"], "top_label_accuracy": plain["top_label"]["accuracy"],
+                                    "abstention": plain["abstention"], "ece": plain["ece"]},
         "test_encoder_only_accuracy": test.get("encoder_only_accuracy"),
         "validation_accuracy": metrics["validation"]["accuracy"],
         "test_ece": test["ece"],
         "test_ece_uncalibrated": test["ece_uncalibrated"],
-        "test_above_threshold": test["above_threshold"],
         "ood_accuracy": metrics.get("ood", {}).get("accuracy"),
         "ood_macro_f1": metrics.get("ood", {}).get("macro_f1"),
         "chat_accuracy": metrics.get("chat", {}).get("accuracy"),
+        "chat_top_label_accuracy": metrics.get("chat", {}).get("top_label", {}).get("accuracy"),
         "chat_macro_f1": metrics.get("chat", {}).get("macro_f1"),
+        "chat_answered": metrics.get("chat", {}).get("abstention", {}).get("coverage"),
         "baseline_tfidf_linearsvc": base,
         "settings": config["settings"],
     }
-    encoder_only = result["test_encoder_only_accuracy"]
     record("train_category", result,
-           ["date", "configuration", "wall (s)", "steps/s", "best epoch", "test acc", "test macro-F1", "encoder-only acc",
-            "TF-IDF+SVC acc", "test ECE", "acc / coverage above threshold", "OOD macro-F1", "chat acc"],
+           ["date", "configuration", "wall (s)", "steps/s", "best epoch", "test acc (answer / top label)",
+            "test macro-F1", "answered", "plain transformers acc (answer / top label)", "TF-IDF+SVC acc", "test ECE",
+            "OOD macro-F1", "chat acc (answer / top label)"],
            [result["date"][:10], f"{own.label} {' '.join(train_flags)}", str(result["wall_seconds"]),
-            str(result["steps_per_second"]), str(result["best_epoch"]), f"{test['accuracy']:.4f}",
-            f"{test['macro_f1']:.4f}", "" if encoder_only is None else f"{encoder_only:.4f}", f"{base['accuracy']:.4f}",
-            f"{test['ece']:.4f}", f"{test['above_threshold']['accuracy']:.4f} / {test['above_threshold']['coverage']:.3f}",
-            _fmt(result["ood_macro_f1"]), _fmt(result["chat_accuracy"])])
+            str(result["steps_per_second"]), str(result["best_epoch"]),
+            f"{test['accuracy']:.4f} / {test['top_label']['accuracy']:.4f}", f"{test['macro_f1']:.4f}",
+            f"{test['abstention']['coverage']:.3f}", f"{plain['accuracy']:.4f} / {plain['top_label']['accuracy']:.4f}",
+            f"{base['accuracy']:.4f}", f"{test['ece']:.4f}", _fmt(result["ood_macro_f1"]),
+            f"{_fmt(result['chat_accuracy'])} / {_fmt(result['chat_top_label_accuracy'])}"])
     print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "epoch_history")}, indent=2))
 
 

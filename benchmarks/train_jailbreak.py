@@ -99,6 +99,8 @@ def main() -> None:
     result = {
         **run_summary(own.label, flags, wall, config),
         "test": binary,
+        "test_plain_transformers": {k: v for k, v in metrics["paths"]["transformers"]["test"]["binary"].items()
+                                    if k != "roc_curve"},
         "test_by_length": test["slices"]["length"],
         "test_by_source": test["slices"]["source"],
         "unseen_mmlu_pro": unseen_false_positive_rate(out, Path(own.data), used),

@@ -14,18 +14,16 @@ and appends a row to `train_routes.md`.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from common import record, run_summary, train_settings
 from routeclf.data.sources import Fields, load_rows
 from routeclf.evaluation.evaluate import evaluate_artifact, save_evaluation
-from routeclf.serving.e2e import run_e2e
+from routeclf.serving.e2e import run_e2e, start_server
 from routeclf.tasks import resolve_task
 from routeclf.training.trainer import train
 
@@ -59,22 +57,6 @@ def baselines(train_file: Path, eval_file: Path) -> dict[str, float]:
     }
 
 
-def serve(model: Path, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "routeclf", "serve", "--model", f"routes={model}", "--port", str(port)]
-    server = subprocess.Popen(command)
-    for _ in range(1200):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}")
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("server not ready in time")
-
-
 def main() -> None:
     own, train_flags, settings = train_settings(__doc__, str(TASK), str(TRAIN), "models/bench-routes")
     started = time.time()
@@ -83,7 +65,7 @@ def main() -> None:
     save_evaluation(out, "routes_eval", evaluate_artifact(out, str(EVAL), "all"))
 
     port = 18000 + int(time.time()) % 1000
-    server = serve(out, port)
+    server = start_server(["--model", f"routes={out}"], port)
     try:
         http = run_e2e(f"http://127.0.0.1:{port}", str(EVAL), "routes")
     finally:
@@ -108,10 +90,10 @@ def main() -> None:
         "http_per_route_answer_accuracy": http["per_class_accuracy"],
         "http_errors": http["errors"],
         "eval_macro_f1": evaluation["macro_f1"],
-        "eval_coverage": evaluation["above_threshold"]["coverage"],
+        "eval_coverage": evaluation["abstention"]["coverage"],
         "eval_by_length": evaluation["slices"]["length"],
         "baselines_eval_accuracy": base,
-        "threshold": json.loads((out / "calibration.json").read_text())["threshold"],
+        "threshold": json.loads((out / "calibration.json").read_text())["paths"]["routeclf"]["threshold"],
         "settings": config["settings"],
     }
     record("train_routes", result,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -59,7 +60,9 @@ def test_artifact_mapping_threshold_and_gate(model: Path) -> None:
     assert mapping == {"label_to_idx": {"benign": 0, "jailbreak": 1}, "idx_to_label": {"0": "benign", "1": "jailbreak"}}
     calibration = json.loads((model / "calibration.json").read_text())
     assert calibration["fallback_label"] == "benign" and calibration["target_fpr"] == 0.01
-    assert Predictor(model).threshold == calibration["threshold"]
+    assert set(calibration["paths"]) == {"routeclf", "transformers"}
+    assert Predictor(model).threshold == calibration["paths"]["routeclf"]["threshold"]
+    assert Predictor(model, plain=True).threshold == calibration["paths"]["transformers"]["threshold"]
     assert (model / "roc_curve.png").stat().st_size > 1000
     settings = json.loads((model / "training_config.json").read_text())["settings"]
     assert settings["ngram"] is True and settings["max_length"] == 32  # task default and explicit flag
@@ -70,7 +73,11 @@ def test_artifact_mapping_threshold_and_gate(model: Path) -> None:
 def test_threshold_holds_the_false_positive_rate_on_validation(model: Path) -> None:
     validation = evaluate_artifact(model, split="validation")
     assert validation["binary"]["false_positive_rate"] <= 0.01
-    assert validation["binary"]["threshold"] == json.loads((model / "calibration.json").read_text())["threshold"]
+    calibration = json.loads((model / "calibration.json").read_text())
+    assert validation["binary"]["threshold"] == calibration["paths"]["routeclf"]["threshold"]
+    plain = evaluate_artifact(model, split="validation", path="transformers")
+    assert plain["binary"]["false_positive_rate"] <= 0.01  # each path holds the budget at its own threshold
+    assert plain["binary"]["threshold"] == calibration["paths"]["transformers"]["threshold"]
 
 
 def test_metrics_cover_length_bands_and_sources(model: Path) -> None:
@@ -155,3 +162,21 @@ def test_training_mixtures_come_from_train_only(data_dir: Path) -> None:
     for row in attacks:
         assert any(row.text.endswith(t) for t in train_texts if len(t) < MIXED_CHARS // 2)
     assert mixed_rows(splits["train"], 42) == extra  # seeded
+
+
+def test_detector_gate_judges_the_served_operating_point(model: Path, tmp_path: Path, capsys) -> None:
+    test = json.loads((model / "metrics.json").read_text())["test"]["binary"]
+    assert test["recall_ci95"][0] <= test["recall"] <= test["recall_ci95"][1]
+    assert test["false_positive_rate_ci95"] is not None
+    assert main(["validate", str(model), "--min-recall", "0.0", "--max-fpr", "1.0"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(model), "--min-recall", str(min(1.0, test["recall"] + 0.001))]) == 1
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quality thresholds"))
+    assert "recall at the served threshold" in line
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    calibration = json.loads((copy / "calibration.json").read_text())
+    calibration["paths"]["routeclf"]["threshold"] = 0.99  # a detector that almost never fires
+    (copy / "calibration.json").write_text(json.dumps(calibration))
+    assert main(["validate", str(copy)]) == 1
+    assert "changed after evaluation: calibration.json" in capsys.readouterr().out

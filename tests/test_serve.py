@@ -52,8 +52,53 @@ def test_onnx_parity_report(model: Path) -> None:
     assert report["n_inputs"] >= 200
     assert report["fp32"]["max_abs_logit_diff"] <= 1e-3 and report["fp32"]["top_label_agreement"] >= 0.995
     assert "test_accuracy_change" in report["int8"]
-    torch_probs = Predictor(model).predict_proba(TEXTS)
-    np.testing.assert_allclose(Predictor(model, backend="onnx").predict_proba(TEXTS), torch_probs, atol=1e-4)
+    np.testing.assert_allclose(Predictor(model, backend="onnx").raw_scores(TEXTS), Predictor(model).raw_scores(TEXTS),
+                               atol=1e-4)
+
+
+def test_every_exported_path_is_measured_and_gated(model: Path, capsys) -> None:
+    calibration = json.loads((model / "calibration.json").read_text())
+    assert set(calibration["paths"]) == {"routeclf", "transformers", "onnx", "onnx-int8"}
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert set(metrics["paths"]) == {"transformers", "onnx", "onnx-int8"}
+    assert "onnx-int8" in (model / "README.md").read_text()
+    assert main(["validate", str(model)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("metrics reproduce"))
+    for path in ("routeclf", "transformers", "onnx", "onnx-int8"):
+        assert f"{path} accuracy" in line
+    assert main(["evaluate", str(model), "--path", "onnx-int8"]) == 0
+
+
+def test_an_edited_onnx_model_fails_the_gate(model: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    with (copy / "onnx" / "model_int8.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    assert main(["validate", str(copy)]) == 1
+    assert "changed after evaluation: onnx/model_int8.onnx" in capsys.readouterr().out
+
+
+def test_an_int8_model_with_flipped_logits_is_refused(model: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import onnx
+    import onnxruntime.quantization
+    from onnx import numpy_helper
+
+    def flipped(source: str, target: str, **_) -> None:
+        graph = onnx.load(source)
+        for weights in graph.graph.initializer:
+            if "classifier" in weights.name:  # the head: negated weights turn the ranking upside down
+                weights.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weights), weights.name))
+        onnx.save(graph, target)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    before = {name: (copy / name).read_bytes() for name in ("calibration.json", "metrics.json", "onnx/model_int8.onnx")}
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", flipped)
+    assert main(["export-onnx", str(copy), "--quantize", "int8"]) == 2
+    assert "the int8 model misses its parity bar" in capsys.readouterr().err
+    # Nothing was installed: the previous export and its figures are untouched, and still pass.
+    assert {name: (copy / name).read_bytes() for name in before} == before
+    assert main(["validate", str(copy)]) == 0
 
 
 def test_intent_shape_and_threshold(client: TestClient) -> None:

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -205,24 +203,12 @@ def test_a_task_of_ones_own_is_validated_and_evaluated(routes_model: Path, tmp_p
 
 
 def _serve(*models: str) -> tuple[subprocess.Popen, str]:
+    from routeclf.serving.e2e import start_server
     from test_serve import free_port
 
     port = free_port()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "routeclf", "serve", *models, "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            raise AssertionError(f"server exited: {server.stderr.read()[-2000:]}")
-        time.sleep(0.1)
-    server.kill()
-    raise AssertionError("server never ready")
+    return start_server(list(models), port, env=env, stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}"
 
 
 def test_served_under_its_own_name_by_a_fresh_process(routes_model: Path, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_saved_metrics_are_reproduced_after_reload(full_model: Path) -> None:
     assert again["confusion_matrix"] == saved["confusion_matrix"]
     assert again["loss"] == pytest.approx(saved["loss"], abs=1e-6)
     texts = ["what is the derivative of a matrix equation", "the court ruled for the plaintiff"]
-    first, second = Predictor(full_model).logits(texts), Predictor(full_model).logits(texts)
+    first, second = Predictor(full_model).raw_scores(texts), Predictor(full_model).raw_scores(texts)
     np.testing.assert_array_equal(first, second)
 
 

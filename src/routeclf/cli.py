@@ -62,13 +62,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from routeclf.evaluation.metrics import format_report
 
     fields = {"text": args.text_field, "label": args.label_field, "id": args.id_field}
-    metrics = evaluate_artifact(args.directory, args.data, args.split, fields)
+    metrics = evaluate_artifact(args.directory, args.data, args.split, fields, path=args.path)
     print(format_entity_table(metrics) if "micro_f1" in metrics else format_report(metrics))
     if args.output:
         args.output.write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.output}")
     if args.save_as:
-        save_evaluation(args.directory, args.save_as, metrics)
+        save_evaluation(args.directory, args.save_as, metrics, args.path)
         print(f"saved as {args.save_as!r} in {args.directory / 'metrics.json'} and the model card")
     return 0
 
@@ -78,12 +78,21 @@ def _threshold_flags(parser: argparse.ArgumentParser) -> None:
                         help="a built-in task's name or a task file to check against (default: the model's task.json)")
     parser.add_argument("--require-labels", default=None, help="comma-separated labels (default: the task's)")
     parser.add_argument("--data", default=None, help="data to recompute metrics on (default: the training data)")
-    parser.add_argument("--min-accuracy", type=float, default=None)
-    parser.add_argument("--min-macro-f1", type=float, default=None)
+    parser.add_argument("--min-accuracy", type=float, default=None,
+                        help="accuracy of the answer given (after the fallback rule or the detector threshold), on "
+                             "every consumer path")
+    parser.add_argument("--min-macro-f1", type=float, default=None, help="macro-F1 of the answer given")
     parser.add_argument("--min-micro-f1", type=float, default=None, help="token tasks: entity-level micro-F1")
     parser.add_argument("--min-class-f1", type=float, default=None,
                         help="the worst class's F1 (token tasks: the worst type with at least 20 test entities)")
     parser.add_argument("--max-ece", type=float, default=None, help="expected calibration error on test")
+    parser.add_argument("--min-recall", type=float, default=None, help="detectors: recall at the served threshold")
+    parser.add_argument("--max-fpr", type=float, default=None,
+                        help="detectors: false-positive rate at the served threshold")
+    parser.add_argument("--min-coverage", type=float, default=None,
+                        help="classifiers: the share of test requests answered rather than sent to the fallback")
+    parser.add_argument("--min-answered-accuracy", type=float, default=None,
+                        help="classifiers: accuracy of the requests answered (not abstained)")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
 
 
@@ -91,7 +100,8 @@ def _run_validation(args: argparse.Namespace):
     from routeclf.artifact.validate import Thresholds, validate_artifact
 
     labels = [x.strip() for x in args.require_labels.split(",") if x.strip()] if args.require_labels else None
-    thresholds = Thresholds(args.min_accuracy, args.min_macro_f1, args.min_micro_f1, args.min_class_f1, args.max_ece)
+    thresholds = Thresholds(args.min_accuracy, args.min_macro_f1, args.min_micro_f1, args.min_class_f1, args.max_ece,
+                            args.min_recall, args.max_fpr, args.min_coverage, args.min_answered_accuracy)
     report = validate_artifact(args.directory, args.task, labels, args.data, thresholds)
     print(report.table())
     if args.report:
@@ -240,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a saved split of the training data, or all rows of --data (for another data set)",
     )
     evaluate.add_argument("--output", type=Path, default=None, help="also write the metrics as JSON")
+    evaluate.add_argument("--path", default="routeclf", choices=["routeclf", "onnx", "onnx-int8", "transformers"],
+                          help="the consumer path to measure: routeclf (serve/predict, torch), its ONNX backends, or "
+                               "plain transformers (the encoder alone, as the vLLM semantic router loads it)")
     evaluate.add_argument(
         "--save-as", default=None, metavar="NAME",
         help="store the result in the artifact's metrics.json under NAME (e.g. ood, chat) and in its model card",

@@ -11,28 +11,37 @@ from routeclf.tasks import Task
 
 SEQUENCE_RESULTS = Template("""## Results
 
-| data | n | accuracy | macro-F1 | weighted-F1 | loss | ECE (calibrated) | ECE before |
-|---|---|---|---|---|---|---|---|
+Every figure is of the answer a router acts on: the fallback label when the model abstains, the
+detector's verdict at its threshold. The top label's accuracy, without the fallback rule, is
+beside it.
+
+| data | n | accuracy (answer) | macro-F1 | weighted-F1 | top-label accuracy | loss | ECE (calibrated) | ECE before |
+|---|---|---|---|---|---|---|---|---|
 $summary
 
-`validation` chose the checkpoint, the blend weight, the temperature and the threshold; `test` was
-held out from all of it.$extra_note
+`validation` chose the checkpoint, the blend weight, the temperatures and the thresholds; `test`
+was held out from all of it.$extra_note
+
+## Every way to use this model
+
+Each consumer path has its own scores, so each has its own temperature and threshold, fitted on
+validation, and its own test figures.
+
+$paths
 
 ## Calibration and abstaining
 
 Temperature $temperature, fitted on validation. $threshold_rule
 
-| data | coverage (answered) | accuracy when answered |
-|---|---|---|
-$threshold_rows$detector
+$operating$detector
 
-![reliability diagram](reliability_diagram.png)
+![reliability diagram](reliability_diagram.png)$coverage_plot
 
 ## Slices (test)
 
 $slices
 
-Per class (test):
+Per class (test, the answer given):
 
 | label | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -41,6 +50,14 @@ $per_class
 ![confusion matrix](confusion_matrix.png)
 
 """)
+
+# How each consumer path reaches the model.
+PATH_USE = {
+    "routeclf": "`routeclf serve` / `predict` (torch), with the n-gram blend",
+    "onnx": "`routeclf serve --backend onnx`, with the n-gram blend",
+    "onnx-int8": "`routeclf serve --backend onnx-int8`, with the n-gram blend",
+    "transformers": "plain transformers / the vLLM semantic router: `model.safetensors` alone, truncation at 512 tokens",
+}
 
 TOKEN_RESULTS = Template("""## Results
 
@@ -136,25 +153,57 @@ def _sections(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _summary_rows(metrics: dict[str, Any]) -> str:
     return "\n".join(
         f"| {name} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['weighted_f1']:.4f} | "
-        f"{m['loss']:.4f} | {m.get('ece', float('nan')):.4f} | {m.get('ece_uncalibrated', float('nan')):.4f} |"
+        f"{m['top_label']['accuracy']:.4f} | {m['loss']:.4f} | {m.get('ece', float('nan')):.4f} | "
+        f"{m.get('ece_uncalibrated', float('nan')):.4f} |"
         for name, m in _sections(metrics).items()
     )
 
 
-def _threshold_rows(metrics: dict[str, Any]) -> str:
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _paths_table(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
+    tests = {"routeclf": metrics["test"]} | {name: m["test"] for name, m in metrics.get("paths", {}).items() if "test" in m}
+    detector = task.kind == "detector"
+    head = ("| path | how | temperature | threshold | accuracy (answer) | macro-F1 | "
+            + ("recall | false-positive rate |" if detector else "answered | accuracy when answered |")
+            + " top-label accuracy |")
+    rows = [head, "|---" * (9 if not detector else 9) + "|"]
+    for name, test in tests.items():
+        section = calibration.get("paths", {}).get(name, {})
+        if detector:
+            b = test["binary"]
+            point = f"{_fmt(b['recall'])} | {_fmt(b['false_positive_rate'])} |"
+        else:
+            a = test["abstention"]
+            point = f"{a['coverage']:.3f} | {_fmt(a['answered_accuracy'])} |"
+        rows.append(f"| {name} | {PATH_USE[name]} | {_fmt(section.get('temperature'), 3)} | "
+                    f"{_fmt(section.get('threshold'), 3)} | {test['accuracy']:.4f} | {test['macro_f1']:.4f} | {point} "
+                    f"{test['top_label']['accuracy']:.4f} |")
+    if "onnx" not in tests:
+        rows.append("\nONNX paths appear here once `routeclf export-onnx` has measured them.")
+    return "\n".join(rows)
+
+
+def _operating_rows(metrics: dict[str, Any]) -> str:
     rows = []
     for name, m in _sections(metrics).items():
-        if "above_threshold" in m:
-            t = m["above_threshold"]
-            rows.append(f"| {name} | {t['coverage']:.3f} | {t['accuracy']:.4f} |")
-    return "\n".join(rows)
+        if "abstention" in m:
+            t = m["abstention"]
+            rows.append(f"| {name} | {t['coverage']:.3f} | {1 - t['coverage']:.3f} | {_fmt(t['answered_accuracy'])} |")
+    if not rows:
+        return ""
+    return ("| data | answered | sent to the fallback | accuracy when answered |\n|---|---|---|---|\n"
+            + "\n".join(rows))
 
 
 def _detector_rows(metrics: dict[str, Any]) -> str:
     from routeclf.evaluation.metrics import format_binary
 
     rows = [f"- `{name}`: {format_binary(m['binary'])}" for name, m in _sections(metrics).items() if "binary" in m]
-    return ("\n\nDetector operating point (threshold on the attack probability):\n\n" + "\n".join(rows)) if rows else ""
+    return ("Detector operating point (threshold on the attack probability; 95% bootstrap intervals in "
+            "`metrics.json`):\n\n" + "\n".join(rows)) if rows else ""
 
 
 def _slice_tables(test: dict[str, Any]) -> str:
@@ -188,8 +237,8 @@ def _trust_section(metrics: dict[str, Any]) -> str:
         section += (f"\nCross-validation ({cv['rule']}):\n\n| fold | test rows | accuracy | macro-F1 |\n"
                     f"|---|---|---|---|\n{rows}\n\nPooled over all {pooled['n']} rows: accuracy "
                     f"{pooled['accuracy']:.4f} (95% interval {pooled['accuracy_ci95'][0]:.3f}-"
-                    f"{pooled['accuracy_ci95'][1]:.3f}), macro-F1 {pooled['macro_f1']:.4f}; accuracy of the answer "
-                    f"given (after the fallback rule) {pooled['answer_accuracy']:.4f}.\n")
+                    f"{pooled['accuracy_ci95'][1]:.3f}), macro-F1 {pooled['macro_f1']:.4f} (the answer given); "
+                    f"top label {pooled['top_label_accuracy']:.4f}.\n")
     return section
 
 
@@ -198,16 +247,18 @@ def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task
     return SEQUENCE_RESULTS.substitute(
         summary=_summary_rows(metrics),
         extra_note=_extra_note(_sections(metrics)),
-        temperature=f"{calibration['temperature']:.3f}",
+        temperature=f"{calibration['paths']['routeclf']['temperature']:.3f}",
+        paths=_paths_table(metrics, calibration, task),
+        coverage_plot="\n\n![coverage and accuracy](coverage_curve.png)" if task.kind == "classifier" else "",
         threshold_rule=(
-            f"Threshold {calibration['threshold']:.3f} on the `{task.positive_label}` probability: at or above "
+            f"Threshold {calibration['paths']['routeclf']['threshold']:.3f} on the `{task.positive_label}` probability: at or above "
             f"it the answer is `{task.positive_label}`, below it `{task.fallback_label}`."
             if task.kind == "detector" else
-            f"Confidence threshold {calibration['threshold']:.3f}: below it the answer is the fallback label "
+            f"Confidence threshold {calibration['paths']['routeclf']['threshold']:.3f}: below it the answer is the fallback label "
             f"`{task.fallback_label}` (the raw top label is still reported)."
             if task.fallback_label is not None else "No fallback label: the top label is always answered."
         ),
-        threshold_rows=_threshold_rows(metrics),
+        operating=_operating_rows(metrics),
         detector=_detector_rows(metrics),
         slices=_slice_tables(test),
         per_class="\n".join(
@@ -228,8 +279,8 @@ def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: T
             for name, m in sections.items()
         ),
         extra_note=_extra_note(sections),
-        temperature=f"{calibration['temperature']:.3f}",
-        threshold=f"{calibration['threshold']:.2f}",
+        temperature=f"{calibration['paths']['routeclf']['temperature']:.3f}",
+        threshold=f"{calibration['paths']['routeclf']['threshold']:.2f}",
         per_class="\n".join(
             f"| {kind} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} | {r['predicted']} |"
             for kind, r in test["per_class"].items()

@@ -39,6 +39,10 @@ class Thresholds:
     min_micro_f1: float | None = None  # token tasks: entity-level micro-F1
     min_class_f1: float | None = None
     max_ece: float | None = None
+    min_recall: float | None = None  # detectors, at the served threshold
+    max_fpr: float | None = None
+    min_coverage: float | None = None  # classifiers: the share answered rather than abstained
+    min_answered_accuracy: float | None = None
 
 
 # Token tasks: the worst-type check skips types with fewer test entities than this (too few to judge).
@@ -59,7 +63,7 @@ class Report:
     directory: str
     task: str
     checks: list[CheckResult] = field(default_factory=list)
-    recomputed: dict[str, Any] | None = None
+    recomputed: dict[str, dict[str, Any]] = field(default_factory=dict)  # consumer path -> test figures
 
     @property
     def exit_code(self) -> int:
@@ -75,8 +79,10 @@ class Report:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        keys = ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece")
-        summary = {k: v for k, v in (self.recomputed or {}).items() if k in keys}
+        keys = ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece", "abstention", "top_label")
+        summary = {path: {k: v for k, v in test.items() if k in keys} |
+                   ({"binary": {k: v for k, v in test["binary"].items() if k != "roc_curve"}} if "binary" in test else {})
+                   for path, test in self.recomputed.items()}
         return {"directory": self.directory, "task": self.task, "exit_code": self.exit_code,
                 "passed": self.exit_code == 0, "checks": [asdict(c) for c in self.checks], "recomputed_test": summary}
 
@@ -106,7 +112,8 @@ class Validator:
             ("required labels present", ("config.json",), self.check_required_labels),
             ("weights finite", ("model.safetensors",), self.check_finite),
             ("loads and is deterministic", ("config.json", "model.safetensors"), self.check_deterministic),
-            ("metrics reproduce on saved test ids",
+            ("deciding files unchanged", ("metrics.json", TASK_FILE), self.check_unchanged),
+            ("metrics reproduce on saved test ids, every consumer path",
              ("split.json", "metrics.json", "training_config.json", "model.safetensors"), self.check_metrics),
             ("quality thresholds", ("metrics.json",), self.check_thresholds),
         ]
@@ -128,6 +135,8 @@ class Validator:
         expected = list(REQUIRED_FILES) + list(label_mappings(self.task))
         if self.task.positive_label:
             expected.append("roc_curve.png")
+        if self.task.kind == "classifier":
+            expected.append("coverage_curve.png")
         if self.task.source_type_map:
             expected.append(SOURCE_TYPE_MAP_FILE)
         if (self.directory / "training_config.json").is_file():
@@ -210,7 +219,7 @@ class Validator:
 
     def check_deterministic(self) -> str:
         predictor = self.predictor()
-        first, second = predictor.logits(list(PROBE_TEXTS)), predictor.logits(list(PROBE_TEXTS))
+        first, second = predictor.raw_scores(list(PROBE_TEXTS)), predictor.raw_scores(list(PROBE_TEXTS))
         rows = first.shape[0] if self.task.problem_type == "token" else len(PROBE_TEXTS)  # token tasks: one per word
         if first.shape != (rows, len(predictor.labels)) or not rows:
             raise CheckFailed(f"logits shape {first.shape} does not match {len(predictor.labels)} labels")
@@ -220,17 +229,28 @@ class Validator:
             raise CheckFailed(f"the same input gave different logits (max diff {np.abs(first - second).max():.2e})")
         return "tokenizer and model load; identical logits twice"
 
-    def check_metrics(self) -> str:
+    def check_unchanged(self) -> str:
+        """Tamper evidence: every deciding file is as it was when the figures were measured."""
+        from routeclf.artifact.version import deciding_hashes
+
+        saved = _json(self.directory, "metrics.json").get("hashes")
+        if not saved:
+            raise CheckFailed("metrics.json records no hashes of the files that decide the answers")
+        now = deciding_hashes(self.directory)
+        changed = sorted(name for name in saved.keys() & now.keys() if saved[name] != now[name])
+        gone, added = sorted(saved.keys() - now.keys()), sorted(now.keys() - saved.keys())
+        problems = ([f"changed after evaluation: {', '.join(changed)}"] if changed else []) + \
+                   ([f"missing: {', '.join(gone)}"] if gone else []) + \
+                   ([f"not evaluated (added later): {', '.join(added)}"] if added else [])
+        if problems:
+            raise CheckFailed("; ".join(problems) + " - re-run training or routeclf export-onnx to re-measure")
+        return f"{len(now)} files unchanged since evaluation"
+
+    def _test_rows(self):
         from routeclf.data.sources import Fields, load_rows
         from routeclf.data.split import apply_manifest
-        from routeclf.evaluation.evaluate import score_rows
 
-        if self._config_labels() != list(self.task.labels):
-            raise CheckFailed(f"the model's labels are not the {self.task.name} task's; its metrics cannot be reproduced")
         manifest = _json(self.directory, "split.json")
-        saved = _json(self.directory, "metrics.json").get("test")
-        if not saved:
-            raise CheckFailed("metrics.json has no test section")
         config = _json(self.directory, "training_config.json")
         source = self.data or config["settings"]["data"]
         try:
@@ -243,53 +263,98 @@ class Validator:
                 f"{str(manifest.get('data_sha256'))[:12]}...: the data changed since training"
             )
         try:
-            test_rows = apply_manifest(data, manifest)["test"]
+            return apply_manifest(data, manifest)["test"]
         except RouteclfError as exc:
             raise CheckFailed(str(exc)) from exc
-        try:
-            recomputed = score_rows(self.predictor(), test_rows, self.task)
-        except ValueError as exc:  # non-finite scores and the like: the model is broken, not the check
-            raise CheckFailed(f"cannot score the saved test split: {exc}") from exc
-        self.report.recomputed = recomputed
-        differences = [
-            f"{key} {saved.get(key)} saved vs {recomputed[key]} recomputed"
-            for key in REPRODUCED[self.task.problem_type]
-            if saved.get(key) is None or abs(float(saved[key]) - float(recomputed[key])) > 1e-6
-        ]
-        if saved.get("confusion_matrix") != recomputed["confusion_matrix"]:
-            differences.append("confusion matrix differs")
+
+    def _paths(self) -> dict[str, dict[str, Any]]:
+        """Every consumer path's saved test figures; an exported ONNX model must have its own."""
+        metrics = _json(self.directory, "metrics.json")
+        paths = {"routeclf": metrics.get("test")} | {
+            name: section.get("test") for name, section in metrics.get("paths", {}).items()}
+        onnx_files = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx"}
+        unmeasured = [name for name, file in onnx_files.items() if (self.directory / file).is_file() and name not in paths]
+        if unmeasured:
+            raise CheckFailed(f"{', '.join(unmeasured)} exported but never measured; re-run routeclf export-onnx")
+        missing = [name for name, test in paths.items() if not test]
+        if missing:
+            raise CheckFailed(f"metrics.json has no test figures for {', '.join(missing)}")
+        return paths
+
+    def check_metrics(self) -> str:
+        from routeclf.evaluation.evaluate import score_rows
+        from routeclf.inference import load_predictor
+        from routeclf.inference.predictor import path_backend
+
+        if self._config_labels() != list(self.task.labels):
+            raise CheckFailed(f"the model's labels are not the {self.task.name} task's; its metrics cannot be reproduced")
+        test_rows = self._test_rows()
+        differences, reproduced = [], []
+        for path, saved in self._paths().items():
+            backend, plain = path_backend(path)
+            try:
+                predictor = load_predictor(self.directory, backend=backend, plain=plain)
+                recomputed = score_rows(predictor, test_rows, self.task)
+            except Exception as exc:  # a corrupt model file, non-finite scores, a path without calibration...
+                raise CheckFailed(f"{path}: cannot score the saved test split: {type(exc).__name__}: {exc}") from exc
+            self.report.recomputed[path] = recomputed
+            differences += [f"{path}: {d}" for d in _differences(saved, recomputed, self.task.problem_type)]
+            headline = "micro_f1" if self.task.problem_type == "token" else "accuracy"
+            reproduced.append(f"{path} {headline} {recomputed[headline]:.4f}")
         if differences:
             raise CheckFailed("metrics.json does not match the saved test ids: " + "; ".join(differences))
-        headline = "micro_f1" if self.task.problem_type == "token" else "accuracy"
-        return f"test n={recomputed['n']} {headline} {recomputed[headline]:.4f} reproduced; data sha256 matches"
+        return f"test n={len(test_rows)}: {', '.join(reproduced)} reproduced; data sha256 matches"
 
     def check_thresholds(self) -> str:
-        test = self.report.recomputed or _json(self.directory, "metrics.json").get("test", {})
-        t = self.thresholds
+        paths = self.report.recomputed or {"routeclf": _json(self.directory, "metrics.json").get("test", {})}
         failures, notes = [], []
+        for path, test in paths.items():
+            for name, value, limit, op in self._measured(test):
+                if limit is None:
+                    continue
+                if value is None:
+                    failures.append(f"{path}: {name} not measured")
+                elif (value < limit) if op == ">=" else (value > limit):
+                    failures.append(f"{path}: {name} {value:.4f} (required {op} {limit})")
+                else:
+                    notes.append(f"{path}: {name} {value:.4f} {op} {limit}")
+        if failures:
+            raise CheckFailed("; ".join(failures))
+        return "; ".join(notes) if notes else "no thresholds given"
+
+    def _measured(self, test: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
+        """(figure, value, limit, direction) for every threshold flag, of the answer given."""
+        t = self.thresholds
         floor = MIN_TYPE_SUPPORT if self.task.problem_type == "token" else 0
         judged = {k: v for k, v in test.get("per_class", {}).items() if v["support"] >= floor}
         worst = min(judged.items(), key=lambda kv: kv[1]["f1"]) if judged else None
         kind = f"type with >= {floor} test entities" if floor else "class"
-        measured = {
-            "accuracy": (test.get("accuracy"), t.min_accuracy, ">="),
-            "macro-F1": (test.get("macro_f1"), t.min_macro_f1, ">="),
-            "entity micro-F1": (test.get("micro_f1"), t.min_micro_f1, ">="),
-            f"worst {kind} F1 ({worst[0] if worst else '-'})": (worst[1]["f1"] if worst else None, t.min_class_f1, ">="),
-            "ECE": (test.get("ece"), t.max_ece, "<="),
-        }
-        for name, (value, limit, op) in measured.items():
-            if limit is None:
-                continue
-            if value is None:
-                failures.append(f"{name} not measured")
-            elif (value < limit) if op == ">=" else (value > limit):
-                failures.append(f"{name} {value:.4f} (required {op} {limit})")
-            else:
-                notes.append(f"{name} {value:.4f} {op} {limit}")
-        if failures:
-            raise CheckFailed("; ".join(failures))
-        return "; ".join(notes) if notes else "no thresholds given"
+        binary, abstention = test.get("binary", {}), test.get("abstention", {})
+        return [
+            ("accuracy", test.get("accuracy"), t.min_accuracy, ">="),
+            ("macro-F1", test.get("macro_f1"), t.min_macro_f1, ">="),
+            ("entity micro-F1", test.get("micro_f1"), t.min_micro_f1, ">="),
+            (f"worst {kind} F1 ({worst[0] if worst else '-'})", worst[1]["f1"] if worst else None, t.min_class_f1, ">="),
+            ("ECE", test.get("ece"), t.max_ece, "<="),
+            ("recall at the served threshold", binary.get("recall"), t.min_recall, ">="),
+            ("false-positive rate at the served threshold", binary.get("false_positive_rate"), t.max_fpr, "<="),
+            ("coverage (answered share)", abstention.get("coverage"), t.min_coverage, ">="),
+            ("accuracy when answered", abstention.get("answered_accuracy"), t.min_answered_accuracy, ">="),
+        ]
+
+
+def _differences(saved: dict[str, Any], recomputed: dict[str, Any], problem_type: str) -> list[str]:
+    keys = REPRODUCED[problem_type]
+    found = [f"{key} {saved.get(key)} saved vs {recomputed[key]} recomputed" for key in keys
+             if saved.get(key) is None or abs(float(saved[key]) - float(recomputed[key])) > 1e-6]
+    if saved.get("confusion_matrix") != recomputed["confusion_matrix"]:
+        found.append("confusion matrix differs")
+    for section, key in (("abstention", "threshold"), ("abstention", "coverage"), ("binary", "threshold"),
+                         ("binary", "recall"), ("binary", "false_positive_rate")):
+        before, after = saved.get(section, {}).get(key), recomputed.get(section, {}).get(key)
+        if (before is None) != (after is None) or (before is not None and abs(before - after) > 1e-6):
+            found.append(f"{section} {key} {before} saved vs {after} recomputed")
+    return found
 
 
 def validate_artifact(

@@ -79,3 +79,41 @@ def threshold_for_fpr(risk: np.ndarray, is_attack: np.ndarray, target_fpr: float
     allowed = int(np.floor(target_fpr * len(benign)))  # benign rows that may score at or above it
     # Just above the (allowed+1)-th highest benign score, so at most `allowed` benign rows reach it.
     return float(np.nextafter(benign[allowed], np.inf)) if allowed < len(benign) else 0.0
+
+
+def decision_rule(task, settings) -> dict[str, Any]:
+    """What every consumer path's threshold is fitted for, as `calibration.json` records it."""
+    rule: dict[str, Any] = {"fallback_label": task.fallback_label, "positive_label": task.positive_label}
+    if task.positive_label is not None:
+        rule["target_fpr"] = settings.target_fpr
+    elif task.fallback_label is not None:
+        rule |= {"target_accuracy": settings.abstain_accuracy, "min_coverage": settings.min_coverage}
+    return rule
+
+
+def fit_path(predictor, rows, task, rule: dict[str, Any]) -> dict[str, Any]:
+    """One consumer path's policy, fitted on validation rows from that path's own scores: its
+    temperature, then its threshold (classifiers: the lowest confidence whose answers reach the
+    target accuracy, kept under the coverage floor; detectors: the lowest attack probability whose
+    false-positive rate is within the target)."""
+    from routeclf.evaluation.metrics import softmax
+
+    y = np.array([task.label2id[r.label] for r in rows])
+    scores = predictor.raw_scores([r.text for r in rows])
+    temperature = fit_temperature(scores, y)
+    probabilities = softmax(scores / temperature)
+    section: dict[str, Any] = {"method": f"temperature scaling on {len(rows)} validation rows", "temperature": temperature}
+    if task.positive_label is not None:
+        positive = task.label2id[task.positive_label]
+        section["threshold"] = threshold_for_fpr(probabilities[:, positive], y == positive, rule["target_fpr"])
+        section["threshold_rule"] = (f"lowest {task.positive_label} probability whose validation false-positive rate "
+                                     f"is <= {rule['target_fpr']}")
+    elif task.fallback_label is not None:
+        section["threshold"] = choose_threshold(probabilities, y, rule["target_accuracy"], rule["min_coverage"])
+        section["threshold_rule"] = (f"lowest confidence whose answered validation predictions reach accuracy "
+                                     f"{rule['target_accuracy']}, capped so that at least {rule['min_coverage']:.0%} "
+                                     "of validation requests are answered")
+    else:
+        section["threshold"] = 0.0
+        section["threshold_rule"] = "the task has no fallback label: the top label is always answered"
+    return section

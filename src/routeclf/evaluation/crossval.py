@@ -7,34 +7,28 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
 from sklearn.metrics import f1_score
+
+from routeclf.evaluation.metrics import proportion_ci
 
 from routeclf.data.sources import Row
 from routeclf.tasks.base import Task
 
 
-def interval(correct: int, n: int) -> list[float] | None:
-    """The 95% Wilson score interval of a proportion."""
-    if not n:
-        return None
-    ci = binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return [round(float(ci.low), 4), round(float(ci.high), 4)]
-
-
 def fold_answers(predictor, rows: list[Row], task: Task) -> list[dict[str, Any]]:
     """Per row: the gold label, the top label and the answer the service gives."""
     results = predictor.predict([r.text for r in rows], top_k=1)
-    return [{"label": r.label, "top_label": p["top_label"], "answer": p["label"]} for r, p in zip(rows, results)]
+    return [{"label": r.label, "top_label": p["top_label"], "answer": p["label"], "abstained": p["abstained"]}
+            for r, p in zip(rows, results)]
 
 
 def cv_summary(per_fold: list[dict[str, Any]], answers: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    """Fold figures and their spread, and the answers pooled over every row."""
     gold = [a["label"] for a in answers]
     top = [a["top_label"] for a in answers]
     given = [a["answer"] for a in answers]
     n = len(answers)
-    top_correct = sum(g == t for g, t in zip(gold, top))
-    given_correct = sum(g == a for g, a in zip(gold, given))
+    correct = sum(g == a for g, a in zip(gold, given))
     accuracy = np.array([f["accuracy"] for f in per_fold])
     summary: dict[str, Any] = {
         "folds": len(per_fold),
@@ -46,20 +40,18 @@ def cv_summary(per_fold: list[dict[str, Any]], answers: list[dict[str, Any]], ta
         "accuracy_range": [float(accuracy.min()), float(accuracy.max())],
         "pooled": {
             "n": n,
-            "accuracy": top_correct / n,
-            "accuracy_ci95": interval(top_correct, n),
-            "macro_f1": float(f1_score(gold, top, average="macro", zero_division=0)),
-            "answer_accuracy": given_correct / n,
-            "answer_accuracy_ci95": interval(given_correct, n),
+            "accuracy": correct / n,
+            "accuracy_ci95": proportion_ci(correct, n),
+            "macro_f1": float(f1_score(gold, given, average="macro", zero_division=0)),
+            "top_label_accuracy": sum(g == t for g, t in zip(gold, top)) / n,
             "per_class_accuracy": {
-                label: float(np.mean([t == label for g, t in zip(gold, top) if g == label]))
+                label: float(np.mean([a == label for g, a in zip(gold, given) if g == label]))
                 for label in task.labels if label in set(gold)
             },
         },
     }
     if task.fallback_label is not None and task.positive_label is None:
-        fell_back = sum(a == task.fallback_label and t != task.fallback_label for a, t in zip(given, top))
-        summary["pooled"]["fallback_share"] = fell_back / n
+        summary["pooled"]["abstained_share"] = float(np.mean([a["abstained"] for a in answers]))
     return summary
 
 
@@ -73,7 +65,7 @@ def trust_note(metrics: dict[str, Any], task: Task) -> str:
                 f"entities; types with fewer than 20 test entities are too few to judge alone.")
     n = test["n"]
     correct = round(test["accuracy"] * n)
-    ci = interval(correct, n)
+    ci = proportion_ci(correct, n)
     per_label = Counter()
     for label, row in test["per_class"].items():
         per_label[label] = row["support"]

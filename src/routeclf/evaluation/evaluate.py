@@ -13,62 +13,54 @@ from routeclf.artifact.writer import read_json
 from routeclf.data.sources import Fields, LoadedData, Row, load_rows
 from routeclf.data.split import SPLITS, apply_manifest, read_manifest
 from routeclf.errors import RouteclfError
-from routeclf.evaluation.calibration import above_threshold, reliability
-from routeclf.evaluation.metrics import binary_metrics, classification_metrics, softmax
+from routeclf.evaluation.calibration import reliability
+from routeclf.evaluation.metrics import answer_metrics, detector_rates, softmax
 from routeclf.evaluation.entities import score_entity_rows
 from routeclf.inference import load_predictor
+from routeclf.inference.decision import decide
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import Task, load_task
 
 
-def _slice_metrics(y: np.ndarray, y_pred: np.ndarray, keys: list[str], positive: int | None) -> dict[str, dict[str, float]]:
+def _slice_metrics(y: np.ndarray, answer: np.ndarray, keys: list[str], positive: int | None) -> dict[str, dict[str, Any]]:
+    """The answer's figures per slice (length band, source); detectors add recall and
+    false-positive rate with their 95% intervals."""
     members: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(keys):
         members[key].append(i)
     slices = {}
     for key, index in sorted(members.items()):
-        entry: dict[str, float] = {
+        entry: dict[str, Any] = {
             "n": len(index),
-            "accuracy": float((y_pred[index] == y[index]).mean()),
-            "macro_f1": float(f1_score(y[index], y_pred[index], average="macro", zero_division=0)),
+            "accuracy": float((answer[index] == y[index]).mean()),
+            "macro_f1": float(f1_score(y[index], answer[index], average="macro", zero_division=0)),
         }
         if positive is not None:
-            attacks, benign = y[index] == positive, y[index] != positive
-            entry["n_attacks"] = int(attacks.sum())
-            entry["recall"] = float((y_pred[index][attacks] == positive).mean()) if attacks.any() else None
-            entry["false_positive_rate"] = float((y_pred[index][benign] == positive).mean()) if benign.any() else None
+            entry.update(detector_rates(y[index] == positive, answer[index] == positive))
         slices[key] = entry
     return slices
 
 
 def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, Any]:
-    """Metrics, calibration, abstain threshold and slices for one set of labelled rows."""
+    """The figures of the answers a consumer path gives on labelled rows: the answer's accuracy,
+    F1 and confusion matrix, the top label's, calibration, the operating point (abstention or
+    detector rates) and slices."""
     if task.problem_type == "token":
         return score_entity_rows(predictor, rows, task)
     texts = [r.text for r in rows]
     y = np.array([task.label2id[r.label] for r in rows])
     windows = predictor.windows(texts, progress=len(texts) > 1000)
-    scores = predictor.scores(windows, calibrated=False)
-    raw, probabilities = softmax(scores), softmax(scores / predictor.temperature)
-    metrics = classification_metrics(task.labels, y, probabilities)
-    curve = reliability(probabilities, y)
-    metrics["ece"] = curve["ece"]
-    metrics["ece_uncalibrated"] = reliability(raw, y)["ece"]
-    metrics["reliability_bins"] = curve["bins"]
-    if predictor.ngram is not None:
-        metrics["encoder_only_accuracy"] = float((predictor.reduce(windows, windows.encoder).argmax(1) == y).mean())
-    positive = task.label2id[task.positive_label] if task.positive_label else None
-    if positive is None:
-        metrics["above_threshold"] = above_threshold(probabilities, y, predictor.threshold)
-        y_pred = probabilities.argmax(1)
-    else:
-        metrics["binary"] = binary_metrics(y == positive, probabilities[:, positive], predictor.threshold)
-        y_pred = np.where(probabilities[:, positive] >= predictor.threshold, positive, 1 - positive)
-    metrics["slices"] = {
-        "length": _slice_metrics(y, y_pred, [task.length_band(t) for t in texts], positive),
-        "source": _slice_metrics(y, y_pred, [r.source for r in rows], positive),
+    decisions = decide(predictor.scores(windows), predictor.fitted_policy())
+    return {
+        **answer_metrics(task, y, decisions),
+        "ece_uncalibrated": reliability(softmax(predictor.scores(windows)), y)["ece"],
+        **({"encoder_only_accuracy": float((predictor.reduce(windows, windows.encoder).argmax(1) == y).mean())}
+           if predictor.ngram is not None else {}),
+        "slices": {
+            "length": _slice_metrics(y, decisions.answer, [task.length_band(t) for t in texts], decisions.policy.positive),
+            "source": _slice_metrics(y, decisions.answer, [r.source for r in rows], decisions.policy.positive),
+        },
     }
-    return metrics
 
 
 def artifact_task(directory: Path) -> tuple[Task, dict[str, Any]]:
@@ -117,23 +109,31 @@ def evaluate_artifact(
     split: str = "test",
     fields: dict[str, str | None] | None = None,
     predictor: Predictor | None = None,
+    path: str = "routeclf",
 ) -> dict[str, Any]:
+    """A consumer path's figures on a saved split or on other data."""
+    from routeclf.inference.predictor import path_backend
+
     task, _ = artifact_task(directory)
     data, rows = load_for_artifact(directory, data_source, split, fields)
-    metrics = score_rows(predictor or load_predictor(directory), rows, task)
-    metrics["data"] = {"source": data.source, "sha256": data.sha256, "split": split}
+    if predictor is None:
+        backend, plain = path_backend(path)
+        predictor = load_predictor(directory, backend=backend, plain=plain)
+    metrics = score_rows(predictor, rows, task)
+    metrics["data"] = {"source": data.source, "sha256": data.sha256, "split": split, "path": path}
     return metrics
 
 
-def save_evaluation(directory: Path, name: str, metrics: dict[str, Any]) -> None:
-    """Store an evaluation on other data in metrics.json under `name` and re-render the model card."""
+def save_evaluation(directory: Path, name: str, metrics: dict[str, Any], path: str = "routeclf") -> None:
+    """Store an evaluation on other data in metrics.json under `name` (a consumer path's under
+    `paths.PATH.name`) and re-render the model card."""
     from routeclf.artifact.card import write_model_card
     from routeclf.artifact.writer import write_json_atomic
 
-    if name in (*SPLITS, "data_sha256", "trust", "cross_validation"):
+    if name in (*SPLITS, "data_sha256", "trust", "cross_validation", "paths", "hashes"):
         raise RouteclfError(f"--save-as {name!r} would overwrite the training run's own figures; choose another name")
     task, _ = artifact_task(directory)
     saved = read_json(directory / "metrics.json")
-    saved[name] = metrics
+    (saved if path == "routeclf" else saved.setdefault("paths", {}).setdefault(path, {}))[name] = metrics
     write_json_atomic(directory / "metrics.json", saved)
     write_model_card(directory, task)

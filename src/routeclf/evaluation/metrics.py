@@ -14,13 +14,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def classification_metrics(labels: tuple[str, ...], y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
-    """Accuracy, macro/weighted F1, loss, per-class scores and the confusion matrix.
+def classification_metrics(labels: tuple[str, ...], y_true: np.ndarray, y_pred: np.ndarray,
+                           probabilities: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro/weighted F1, per-class scores and the confusion matrix of `y_pred`, and the
+    loss of `probabilities`.
 
     Per-class rows cover every label of the task, so a class the data lacks shows support 0.
     """
     indices = list(range(len(labels)))
-    y_pred = probabilities.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=indices, zero_division=0
     )
@@ -47,6 +48,74 @@ def classification_metrics(labels: tuple[str, ...], y_true: np.ndarray, probabil
     }
 
 
+def proportion_ci(successes: int, n: int) -> list[float] | None:
+    """The 95% Wilson score interval of a proportion."""
+    from scipy.stats import binomtest
+
+    if not n:
+        return None
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
+def answer_metrics(task, y: np.ndarray, decisions) -> dict[str, Any]:
+    """Every figure of the answers a consumer path gives (`Decisions`): the answer's
+    classification metrics, the top label's, calibration, and the operating point."""
+    from routeclf.evaluation.calibration import reliability
+
+    probabilities = decisions.probabilities
+    metrics = classification_metrics(task.labels, y, decisions.answer, probabilities)
+    metrics["accuracy_ci95"] = proportion_ci(int((decisions.answer == y).sum()), len(y))
+    metrics["top_label"] = {
+        "accuracy": float((decisions.top == y).mean()),
+        "macro_f1": float(f1_score(y, decisions.top, labels=sorted(set(y.tolist())), average="macro",
+                                   zero_division=0)),
+    }
+    curve = reliability(probabilities, y)
+    metrics["ece"] = curve["ece"]
+    metrics["reliability_bins"] = curve["bins"]
+    positive = decisions.policy.positive
+    if positive is None:
+        answered = ~decisions.abstained
+        metrics["abstention"] = {
+            "threshold": decisions.threshold,
+            "coverage": float(answered.mean()),
+            "answered_accuracy": float((decisions.top[answered] == y[answered]).mean()) if answered.any() else None,
+            "n_answered": int(answered.sum()),
+            "fallback_label": decisions.policy.fallback_label,
+        }
+        metrics["coverage_curve"] = coverage_curve(decisions.score, decisions.top == y)
+    else:
+        metrics["binary"] = binary_metrics(y == positive, decisions.score, decisions.threshold)
+    return metrics
+
+
+def coverage_curve(confidence: np.ndarray, correct: np.ndarray, points: int = 20) -> list[dict[str, float]]:
+    """Accuracy of the most confident answers at each coverage (5%, 10%, ... 100%)."""
+    order = np.argsort(-confidence, kind="stable")
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    curve = []
+    for k in range(1, points + 1):
+        n = max(1, int(round(k / points * len(order))))
+        curve.append({"coverage": n / len(order), "answered_accuracy": float(running[n - 1]),
+                      "threshold": float(confidence[order][n - 1])})
+    return curve
+
+
+def detector_rates(is_attack: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    """Recall and false-positive rate of a detector's verdicts, with 95% (Wilson) intervals."""
+    attacks, benign = int(is_attack.sum()), int((~is_attack).sum())
+    caught, false = int((flagged & is_attack).sum()), int((flagged & ~is_attack).sum())
+    return {
+        "n_attacks": attacks,
+        "n_benign": benign,
+        "recall": caught / attacks if attacks else None,
+        "recall_ci95": proportion_ci(caught, attacks),
+        "false_positive_rate": false / benign if benign else None,
+        "false_positive_rate_ci95": proportion_ci(false, benign),
+    }
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A per-class table for the terminal."""
     width = max(len(label) for label in metrics["per_class"]) + 2
@@ -63,14 +132,17 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def format_report(metrics: dict[str, Any]) -> str:
-    """The per-class table, calibration and slices, for the terminal."""
+    """The answer's per-class table, the top label, calibration, the operating point and slices."""
     lines = [format_table(metrics)]
-    if "above_threshold" in metrics:
-        t = metrics["above_threshold"]
-        lines.append(
-            f"ECE {metrics['ece']:.4f} (uncalibrated {metrics['ece_uncalibrated']:.4f}); at threshold "
-            f"{t['threshold']:.3f}: coverage {t['coverage']:.3f}, accuracy {t['accuracy']:.4f}"
-        )
+    top = metrics["top_label"]
+    lines.append(f"the answer given (above); the top label alone: accuracy {top['accuracy']:.4f}, "
+                 f"macro-F1 {top['macro_f1']:.4f}; ECE {metrics['ece']:.4f} (uncalibrated "
+                 f"{metrics['ece_uncalibrated']:.4f})")
+    if "abstention" in metrics:
+        t = metrics["abstention"]
+        answered = "-" if t["answered_accuracy"] is None else f"{t['answered_accuracy']:.4f}"
+        lines.append(f"at threshold {t['threshold']:.3f}: answered {t['coverage']:.3f} (accuracy when answered "
+                     f"{answered}); the rest abstained, answered {t['fallback_label']!r}")
     if "binary" in metrics:
         lines.append(format_binary(metrics["binary"]))
     for kind, slices in metrics.get("slices", {}).items():
@@ -80,8 +152,12 @@ def format_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Detector metrics: ranking quality, and the operating point at the saved threshold."""
+BOOTSTRAP_SAMPLES = 1000
+
+
+def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float, seed: int = 0) -> dict[str, Any]:
+    """Detector metrics: the operating point at the served threshold (recall, precision,
+    false-positive rate, each with a bootstrap 95% interval) and ranking quality."""
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
     predicted = risk >= threshold
@@ -96,6 +172,7 @@ def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float) ->
     }
     p, r = result["precision"], result["recall"]
     result["f1"] = 2 * p * r / (p + r) if p and r else 0.0
+    result |= _bootstrap_intervals(is_attack, predicted, seed)
     if attacks and benign:
         result["roc_auc"] = float(roc_auc_score(is_attack, risk))
         result["pr_auc"] = float(average_precision_score(is_attack, risk))
@@ -104,6 +181,24 @@ def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float) ->
             result[f"recall_at_fpr_{target:g}"] = float(tpr[fpr <= target].max())
         result["roc_curve"] = {"fpr": fpr[:: max(1, len(fpr) // 200)].tolist(), "tpr": tpr[:: max(1, len(tpr) // 200)].tolist()}
     return result
+
+
+def _bootstrap_intervals(is_attack: np.ndarray, predicted: np.ndarray, seed: int) -> dict[str, list[float] | None]:
+    """Percentile bootstrap 95% intervals of recall, precision and false-positive rate."""
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(is_attack), size=(BOOTSTRAP_SAMPLES, len(is_attack)))
+    attack, flagged = is_attack[samples], predicted[samples]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = {
+            "recall_ci95": (flagged & attack).sum(1) / attack.sum(1),
+            "precision_ci95": (flagged & attack).sum(1) / flagged.sum(1),
+            "false_positive_rate_ci95": (flagged & ~attack).sum(1) / (~attack).sum(1),
+        }
+    intervals = {}
+    for name, values in rates.items():
+        values = values[np.isfinite(values)]
+        intervals[name] = [round(float(q), 4) for q in np.percentile(values, [2.5, 97.5])] if len(values) else None
+    return intervals
 
 
 def format_binary(b: dict[str, Any]) -> str:

@@ -79,3 +79,26 @@ def plot_roc(metrics: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_coverage(metrics: dict[str, Any], path: Path, title: str) -> None:
+    """Accuracy of the answered requests against the share answered, per consumer path (test),
+    with each path's served operating point marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    tests = {"routeclf": metrics["test"]} | {name: m["test"] for name, m in metrics.get("paths", {}).items()}
+    for name, test in tests.items():
+        curve = test.get("coverage_curve")
+        if not curve:
+            continue
+        line = ax.plot([p["coverage"] for p in curve], [p["answered_accuracy"] for p in curve], marker=".", label=name)[0]
+        point = test["abstention"]
+        if point["answered_accuracy"] is not None:
+            ax.scatter([point["coverage"]], [point["answered_accuracy"]], color=line.get_color(), zorder=3, s=40)
+    ax.set_xlabel("coverage (share of requests answered, most confident first)")
+    ax.set_ylabel("accuracy of the answered requests")
+    ax.set_xlim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -16,7 +16,9 @@ def load_predictor(directory: str | Path, **options: Any):
     if load_task(Path(directory)).problem_type == "token":
         from routeclf.inference.entities import EntityPredictor
 
-        options.pop("backend", None)  # taggers are served with torch (no ONNX export for them yet)
+        # Taggers are served with torch (no ONNX export for them yet), through routeclf alone.
+        if options.pop("backend", "torch") != "torch" or options.pop("plain", False):
+            raise RouteclfError(f"{directory} holds a tagger, which is measured and served on the routeclf path alone")
         return EntityPredictor(directory, **options)
     from routeclf.inference.predictor import Predictor
 

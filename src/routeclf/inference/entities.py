@@ -45,7 +45,7 @@ class EntityPredictor:
         id2label = self.model.config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
         self.entity_types = tuple(sorted({label[2:] for label in self.labels if label != "O"}))
-        calibration = self._optional_json(CALIBRATION_FILE)
+        calibration = self._optional_json(CALIBRATION_FILE).get("paths", {}).get("routeclf", {})
         self.temperature = float(calibration.get("temperature", 1.0))
         self.threshold = float(calibration.get("threshold", 0.0))
 
@@ -101,7 +101,7 @@ class EntityPredictor:
             results.append(WordScores([entry[1] for entry in ordered], logits))
         return results
 
-    def logits(self, texts: list[str]) -> np.ndarray:
+    def raw_scores(self, texts: list[str]) -> np.ndarray:
         """Every word's raw logits, texts one after another (for checks and comparisons)."""
         scores = self.word_scores(texts)
         return np.concatenate([w.logits for w in scores]) if scores else np.zeros((0, len(self.labels)))

@@ -14,18 +14,33 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
+from routeclf.inference.decision import Decisions, Policy, decide
 from routeclf.tasks import load_model_task
 from routeclf.training.ngram import NgramModel, blend
 
 NGRAM_DIR = "ngram"
 CALIBRATION_FILE = "calibration.json"
 BACKENDS = ("torch", "onnx", "onnx-int8")
+# The ways a model is consumed, each with its own scores and so its own fitted policy:
+# routeclf (predict, serve) with the encoder + n-gram blend on torch, ONNX fp32 or ONNX int8, and a
+# plain transformers consumer (the vLLM semantic router) that loads model.safetensors alone.
+PATHS = ("routeclf", "onnx", "onnx-int8", "transformers")
+BACKEND_PATHS = {"torch": "routeclf", "onnx": "onnx", "onnx-int8": "onnx-int8"}
+# A plain consumer tokenizes with the tokenizer's defaults and truncates at 512 tokens.
+PLAIN_MAX_LENGTH = 512
+
+
+def path_backend(path: str) -> tuple[str, bool]:
+    """A consumer path's (backend, plain)."""
+    if path not in PATHS:
+        raise RouteclfError(f"unknown consumer path {path!r}; use one of {', '.join(PATHS)}")
+    return ("torch", True) if path == "transformers" else ({v: k for k, v in BACKEND_PATHS.items()}[path], False)
 
 
 @dataclass
 class Windows:
     """The pieces a batch of texts was scored in: one per text, or several overlapping windows
-    per text for detector tasks. `owners[i]` is the text window `i` belongs to."""
+    per text for windowed tasks. `owners[i]` is the text window `i` belongs to."""
 
     pieces: list[str]
     owners: np.ndarray
@@ -34,7 +49,8 @@ class Windows:
 
 
 class Predictor:
-    """An artifact's encoder, plus its n-gram companion when it has one."""
+    """An artifact's encoder, plus its n-gram companion when it has one, as one consumer path uses
+    them (`plain`: the encoder alone, as plain transformers loads it)."""
 
     def __init__(
         self,
@@ -43,19 +59,24 @@ class Predictor:
         batch_size: int = 64,
         max_length: int | None = None,
         backend: str = "torch",
+        plain: bool = False,
     ) -> None:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
+        if backend not in BACKENDS:
+            raise RouteclfError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if plain and backend != "torch":
+            raise RouteclfError("the plain transformers path runs on torch")
         self.task, window = load_model_task(self.directory)
-        self.max_length: int = max_length or int(window.get("max_length") or 512)
-        self.windowed: bool = bool(window.get("enabled", self.task.windowed))
+        self.plain = plain
+        self.path = "transformers" if plain else BACKEND_PATHS[backend]
+        self.max_length: int = PLAIN_MAX_LENGTH if plain else max_length or int(window.get("max_length") or 512)
+        self.windowed: bool = not plain and bool(window.get("enabled", self.task.windowed))
         self.positive_label: str | None = self.task.positive_label
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
-        if backend not in BACKENDS:
-            raise RouteclfError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.backend = backend
         if backend == "torch":
             self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).to(self.device).eval()
@@ -70,16 +91,23 @@ class Predictor:
             config = AutoConfig.from_pretrained(self.directory)
         id2label = config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
-        calibration = self._optional_json(CALIBRATION_FILE)
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.threshold = float(calibration.get("threshold", 0.0))
-        self.fallback_label: str | None = self.task.fallback_label
-        blend_config = self._optional_json(f"{NGRAM_DIR}/blend.json")
+        self.policy: Policy | None = load_policy(self.directory, self.task, self.labels, self.path)
+        blend_config = {} if plain else self._optional_json(f"{NGRAM_DIR}/blend.json")
         self.ngram: NgramModel | None = None
         self.ngram_weight = 0.0
         if blend_config:
             self.ngram = NgramModel.load(self.directory / NGRAM_DIR)
             self.ngram_weight = float(blend_config["weight"])
+
+    @property
+    def threshold(self) -> float:
+        return self.fitted_policy().threshold
+
+    def fitted_policy(self) -> Policy:
+        if self.policy is None:
+            raise RouteclfError(f"{self.directory} has no calibration for the {self.path} path in "
+                                f"{CALIBRATION_FILE}" + ("; run routeclf export-onnx first" if "onnx" in self.path else ""))
+        return self.policy
 
     def _optional_json(self, name: str) -> dict[str, Any]:
         path = self.directory / name
@@ -121,15 +149,14 @@ class Predictor:
         windows = self.windows(texts, progress)
         return self.reduce(windows, windows.encoder)
 
-    def scores(self, windows: Windows, weight: float | None = None, calibrated: bool = True) -> np.ndarray:
-        """Final scores per text: each window's encoder logits blended with the n-gram model's
-        reading of the same window, reduced to one row per text, then temperature-scaled."""
+    def scores(self, windows: Windows, weight: float | None = None) -> np.ndarray:
+        """Uncalibrated scores per text: each window's encoder logits blended with the n-gram
+        model's reading of the same window, then reduced to one row per text."""
         scores = windows.encoder
         weight = self.ngram_weight if weight is None else weight
         if self.ngram is not None and weight > 0:
             scores = blend(scores, self.ngram.logits(windows.pieces), weight)
-        scores = self.reduce(windows, scores)
-        return scores / self.temperature if calibrated else scores
+        return self.reduce(windows, scores)
 
     def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Texts cut into overlapping token windows (when the task reads windows), and each window's text."""
@@ -163,35 +190,30 @@ class Predictor:
         feed = {name: encoded[name].astype(np.int64) for name in self.session_inputs}
         return self.session.run(None, feed)[0].astype(np.float32)
 
-    def logits(self, texts: list[str], progress: bool = False, calibrated: bool = True) -> np.ndarray:
-        return self.scores(self.windows(texts, progress), calibrated=calibrated)
+    def raw_scores(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return self.scores(self.windows(texts, progress))
 
-    def predict_proba(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return softmax(self.logits(texts, progress))
+    def decide(self, texts: list[str], threshold: float | None = None) -> Decisions:
+        return decide(self.raw_scores(texts), self.fitted_policy(), threshold)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.decide(texts).probabilities
 
     def predict(self, texts: list[str], top_k: int = 3, threshold: float | None = None) -> list[dict[str, Any]]:
-        """Label decisions: below the confidence threshold (the artifact's own by default) the
-        task's fallback label is answered, and the top label is still reported."""
-        threshold = self.threshold if threshold is None else threshold
-        probabilities = self.predict_proba(texts)
-        results = []
-        for row in probabilities:
-            ranked = np.argsort(-row)[: max(1, top_k)]
-            top_label, confidence = self.labels[int(ranked[0])], float(row[ranked[0]])
-            below = confidence < threshold and self.fallback_label is not None
-            label = self.fallback_label if below else top_label
-            if self.positive_label is not None:  # detectors: the threshold is on the attack score
-                risk = float(row[self.labels.index(self.positive_label)])
-                below = risk < threshold
-                label = self.fallback_label if below else self.positive_label
-            results.append(
-                {
-                    "label": label,
-                    "top_label": top_label,
-                    "confidence": confidence,
-                    "below_threshold": below,
-                    "threshold": threshold,
-                    "top_k": [{"label": self.labels[int(i)], "probability": float(row[i])} for i in ranked],
-                }
-            )
-        return results
+        """The answers, as the CLI prints them (see `routeclf.inference.decision`)."""
+        decisions = self.decide(texts, threshold)
+        return [decisions.row(i, top_k) for i in range(len(texts))]
+
+
+def load_policy(directory: Path, task, labels: tuple[str, ...], path: str) -> Policy | None:
+    """A consumer path's policy from `calibration.json` (None before calibration is written)."""
+    file = directory / CALIBRATION_FILE
+    return policy_from(read_json(file), task, labels, path) if file.is_file() else None
+
+
+def policy_from(calibration: dict[str, Any], task, labels: tuple[str, ...], path: str) -> Policy | None:
+    section = calibration.get("paths", {}).get(path)
+    if section is None:
+        return None
+    return Policy(labels, float(section["temperature"]), float(section["threshold"]), task.fallback_label,
+                  task.positive_label)

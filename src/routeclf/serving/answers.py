@@ -35,42 +35,46 @@ class PiiRequest(BaseModel):
     options: PiiOptions | None = None
 
 
-def classifier_answer(predictor, text: str, probabilities, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
-    options = options or Options()
-    threshold = predictor.threshold if options.confidence_threshold is None else options.confidence_threshold
-    top = int(probabilities.argmax())
-    confidence = float(probabilities[top])
-    below = confidence < threshold and predictor.fallback_label is not None
+def _decide(predictor, scores, options: Options | None):
+    from routeclf.inference.decision import decide
+
+    threshold = options.confidence_threshold if options is not None else None
+    return decide(scores[None, :], predictor.fitted_policy(), threshold)
+
+
+def classifier_answer(predictor, text: str, scores, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
+    decisions = _decide(predictor, scores, options)
+    labels = decisions.policy.labels
+    top = int(decisions.top[0])
     result: dict[str, Any] = {
         "classification": {
-            "category": predictor.fallback_label if below else predictor.labels[top],
-            "top_category": predictor.labels[top],
-            "confidence": confidence,
-            "threshold": threshold,
+            "category": labels[int(decisions.answer[0])],
+            "top_category": labels[top],
+            "confidence": float(decisions.score[0]),
+            "threshold": decisions.threshold,
+            "abstained": bool(decisions.abstained[0]),
             "processing_time_ms": round(elapsed_ms, 3),
         },
-        "below_threshold": below,
+        "below_threshold": bool(decisions.abstained[0]),
     }
-    if options.return_probabilities:
-        result["probabilities"] = {label: float(p) for label, p in zip(predictor.labels, probabilities)}
+    if options is None or options.return_probabilities:
+        result["probabilities"] = {label: float(p) for label, p in zip(labels, decisions.probabilities[0])}
     return result
 
 
-def detector_answer(predictor, text: str, probabilities, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
-    threshold = predictor.threshold
-    if options is not None and options.confidence_threshold is not None:
-        threshold = options.confidence_threshold
-    risk = float(probabilities[predictor.labels.index(predictor.positive_label)])
-    flagged = risk >= threshold
-    result: dict[str, Any] = {
+def detector_answer(predictor, text: str, scores, options: Options | None, elapsed_ms: float) -> dict[str, Any]:
+    decisions = _decide(predictor, scores, options)
+    policy = decisions.policy
+    risk = float(decisions.score[0])
+    flagged = int(decisions.answer[0]) == policy.positive
+    return {
         "is_jailbreak": flagged,  # the semantic router's field name, for any detector
-        "label": predictor.positive_label if flagged else predictor.fallback_label,
+        "label": policy.labels[int(decisions.answer[0])],
         "risk_score": risk,
         "confidence": risk if flagged else 1 - risk,
-        "threshold": threshold,
+        "threshold": decisions.threshold,
         "processing_time_ms": round(elapsed_ms, 3),
     }
-    return result
 
 
 def tagger_answer(predictor, text: str, scores, options: PiiOptions | None, elapsed_ms: float) -> dict[str, Any]:

@@ -22,6 +22,29 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(array, q)), 3) for q in (50, 95, 99)} | {"mean": round(float(array.mean()), 3)}
 
 
+def start_server(arguments: list[str], port: int, timeout: float = 120.0, **popen: Any):
+    """`routeclf serve ARGUMENTS --port PORT` in its own process, returned once `/ready` answers 200;
+    stopped, with the reason, if it exits or is not ready in time."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "routeclf", "serve", *arguments, "--port", str(port)], **popen)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            raise RouteclfError(f"the server exited with {server.returncode} before it was ready")
+        time.sleep(0.1)
+    server.kill()
+    raise RouteclfError(f"the server was not ready within {timeout:g} s")
+
+
 def _served_task(client, endpoint: str):
     """The task of the model behind `endpoint`, as the service describes it."""
     from routeclf.serving.models import ROLE_ENDPOINTS

@@ -61,8 +61,10 @@ class ModelSlot:
 
         try:
             predictor = load_predictor(self.directory, backend=self.served_backend)
-            scorer = predictor.word_scores if self.kind == "tagger" else predictor.predict_proba
+            scorer = predictor.word_scores if self.kind == "tagger" else predictor.raw_scores
             scorer(WARMUP_TEXTS)
+            if self.kind != "tagger":
+                predictor.fitted_policy()  # a path without its calibration is not served
             self.version = model_version(self.directory, self.served_backend)
             self._scorer = scorer
             self.predictor = predictor
@@ -74,8 +76,8 @@ class ModelSlot:
         self.batcher.start()
 
     def _score(self, texts: list[str]) -> list[Any]:
-        """Per text: class probabilities, or (taggers) word scores that each request then turns
-        into entities with its own options."""
+        """Per text: uncalibrated scores, or (taggers) word scores, that each request then turns
+        into its answer with its own options (`routeclf.inference.decision.decide`)."""
         return list(self._scorer(texts))
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +39,11 @@ class BaseModel:
 
 
 def _weights_sha256(directory: Path) -> str | None:
+    from routeclf.artifact.version import file_sha256
+
     for name in ("model.safetensors", "pytorch_model.bin"):
-        path = directory / name
-        if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            return digest.hexdigest()
+        if (directory / name).is_file():
+            return file_sha256(directory / name)
     return None
 
 

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from routeclf.artifact.card import write_model_card
+from routeclf.artifact.version import deciding_hashes
 from routeclf.artifact.writer import (
     SOURCE_TYPE_MAP_FILE,
     check_destination,
@@ -38,15 +39,14 @@ from routeclf.data.alignment import decode_tags, merge_units, token_tags
 from routeclf.data.sources import Fields, Row, load_rows, resolve_labels
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
-from routeclf.evaluation.calibration import choose_threshold, fit_temperature, threshold_for_fpr
+from routeclf.evaluation.calibration import decision_rule, fit_path, fit_temperature
 from routeclf.evaluation.entities import entity_metrics, word_targets
 from routeclf.evaluation.crossval import cv_summary, fold_answers, trust_note
 from routeclf.evaluation.evaluate import score_rows
 from routeclf.inference import load_predictor
 from routeclf.inference.entities import EntityPredictor
-from routeclf.evaluation.metrics import softmax
 from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
-from routeclf.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
+from routeclf.evaluation.plots import plot_confusion_matrix, plot_coverage, plot_reliability, plot_roc
 from routeclf.settings import TrainSettings
 from routeclf.tasks import TASK_FILE, Task, resolve_task
 from routeclf.training.models import build_model, resolve_base
@@ -263,48 +263,13 @@ def _fit_ngram(
     predictor.ngram = ngram
     windows = predictor.windows(selection_texts)
     positive = label2id[task.positive_label] if task.positive_label else None
-    weight, scores = choose_weight(lambda w: predictor.scores(windows, w, calibrated=False), y_selection, positive)
+    weight, scores = choose_weight(lambda w: predictor.scores(windows, w), y_selection, positive)
     ngram.save(directory)
     criterion = "accuracy" if positive is None else f"partial ROC AUC up to FPR {PARTIAL_AUC_MAX_FPR}"
     blend = {"weight": weight, "criterion": f"{criterion} on {len(selection)} validation rows",
              "validation_score_by_weight": scores, "temperature": ngram.temperature}
     write_json(directory / "blend.json", blend)
     return blend
-
-
-def _calibrate(predictor: Predictor, rows: list[Row], task: Task, settings: TrainSettings) -> dict[str, Any]:
-    """Temperature on validation, then the decision threshold, also on validation.
-
-    Classifiers get an abstain threshold (the lowest confidence whose answers reach the target
-    accuracy); detectors a threshold on the attack score for the target false-positive rate.
-    """
-    texts = [r.text for r in rows]
-    y = np.array([task.label2id[r.label] for r in rows])
-    scores = predictor.logits(texts, calibrated=False)
-    temperature = fit_temperature(scores, y)
-    probabilities = softmax(scores / temperature)
-    calibration: dict[str, Any] = {"method": "temperature scaling on the validation split", "temperature": temperature}
-    if task.positive_label is None and task.fallback_label is None:
-        calibration["threshold"] = 0.0
-        calibration["threshold_rule"] = "the task has no fallback label: the top label is always answered"
-    elif task.positive_label is None:
-        calibration["threshold"] = choose_threshold(probabilities, y, settings.abstain_accuracy, settings.min_coverage)
-        calibration["threshold_rule"] = (
-            f"lowest confidence whose answered validation predictions reach accuracy {settings.abstain_accuracy}, "
-            f"capped so that at least {settings.min_coverage:.0%} of validation requests are answered"
-        )
-        calibration["target_accuracy"] = settings.abstain_accuracy
-        calibration["min_coverage"] = settings.min_coverage
-    else:
-        positive = task.label2id[task.positive_label]
-        calibration["threshold"] = threshold_for_fpr(probabilities[:, positive], y == positive, settings.target_fpr)
-        calibration["threshold_rule"] = (
-            f"lowest {task.positive_label} probability whose validation false-positive rate is <= {settings.target_fpr}"
-        )
-        calibration["target_fpr"] = settings.target_fpr
-        calibration["positive_label"] = task.positive_label
-    calibration["fallback_label"] = task.fallback_label
-    return calibration
 
 
 THRESHOLD_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -327,12 +292,14 @@ def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task)
         by_threshold[f"{threshold:.2f}"] = entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
     best = max(by_threshold, key=lambda t: (by_threshold[t], -float(t)))
     return {
-        "method": "temperature scaling on the validation split's words",
-        "temperature": predictor.temperature,
-        "threshold": float(best),
-        "threshold_rule": "entity confidence threshold with the best validation micro-F1",
-        "validation_micro_f1_by_threshold": by_threshold,
         "fallback_label": task.fallback_label,
+        "paths": {"routeclf": {
+            "method": "temperature scaling on the validation split's words",
+            "temperature": predictor.temperature,
+            "threshold": float(best),
+            "threshold_rule": "entity confidence threshold with the best validation micro-F1",
+            "validation_micro_f1_by_threshold": by_threshold,
+        }},
     }
 
 
@@ -433,8 +400,12 @@ def _companions_and_calibration(directory: Path, task: Task, settings: TrainSett
         selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if augmented else [])
         blend = _fit_ngram(predictor, splits["train"] + augmented, selection, task, settings.seed, directory / NGRAM_DIR)
         predictor = load()
-    calibration = _calibrate_entities(predictor, splits["validation"], task) if task.problem_type == "token" else \
-        _calibrate(predictor, splits["validation"], task, settings)
+    if task.problem_type == "token":
+        calibration = _calibrate_entities(predictor, splits["validation"], task)
+    else:
+        rule = decision_rule(task, settings)
+        plain = load_predictor(directory, batch_size=settings.eval_batch_size, device=device, plain=True)
+        calibration = rule | {"paths": {p.path: fit_path(p, splits["validation"], task, rule) for p in (predictor, plain)}}
     write_json(directory / CALIBRATION_FILE, calibration)
     if task.source_type_map:
         write_json(directory / SOURCE_TYPE_MAP_FILE, dict(task.source_type_map))
@@ -491,7 +462,7 @@ def _cross_validation_fold(task: Task, settings: TrainSettings, parts: list[list
     answers = fold_answers(predictor, splits["test"], task)
     shutil.rmtree(fold_dir, ignore_errors=True)
     return ({k: scored[k] for k in ("n", "accuracy", "macro_f1")} |
-            {"answered": scored.get("above_threshold", {}).get("coverage")}), answers
+            {"answered": scored.get("abstention", {}).get("coverage")}), answers
 
 
 def release_memory() -> None:
@@ -569,6 +540,10 @@ def train(settings: TrainSettings) -> Path | None:
         blend = _companions_and_calibration(staging, task, settings, splits, augmented, device)
         predictor = load_predictor(staging, batch_size=settings.eval_batch_size, device=device)
         metrics: dict[str, Any] = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
+        if task.problem_type == "sequence":  # what a plain transformers consumer gets, at its own operating point
+            plain = load_predictor(staging, batch_size=settings.eval_batch_size, device=device, plain=True)
+            metrics["paths"] = {"transformers": {name: score_rows(plain, splits[name], task)
+                                                 for name in ("validation", "test")}}
         folds = cv_folds(settings, task, splits["test"])
         if folds and state["world_size"] > 1:
             print("cross-validation skipped: it runs in a single process (train without torchrun to get it)")
@@ -603,11 +578,15 @@ def train(settings: TrainSettings) -> Path | None:
             "versions": library_versions(),
         }
         write_json(staging / "training_config.json", training_config)
-        write_json(staging / "metrics.json", {"data_sha256": data.sha256, **metrics})
-        plot_confusion_matrix(metrics["test"], staging / "confusion_matrix.png", f"{task.name}: test split")
+        write_json(staging / "metrics.json", {"data_sha256": data.sha256, **metrics,
+                                              "hashes": deciding_hashes(staging)})
+        plot_confusion_matrix(metrics["test"], staging / "confusion_matrix.png",
+                              f"{task.name}: test split, the answer given")
         plot_reliability(metrics, staging / "reliability_diagram.png", f"{task.name}: calibrated confidence")
         if task.positive_label:
             plot_roc(metrics, staging / "roc_curve.png", f"{task.name}: ROC ({task.positive_label} vs rest)")
+        if task.kind == "classifier":
+            plot_coverage(metrics, staging / "coverage_curve.png", f"{task.name}: coverage and accuracy (test)")
         write_model_card(staging, task)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return out

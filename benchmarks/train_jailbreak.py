@@ -50,7 +50,7 @@ def baseline(settings: TrainSettings) -> dict:
     model = LogisticRegression(C=10, max_iter=2000).fit(features["train"], y["train"])
     risk = {name: model.predict_proba(features[name])[:, 1] for name in ("validation", "test")}
     threshold = threshold_for_fpr(risk["validation"], y["validation"], settings.target_fpr)
-    result = binary_metrics(y["test"], risk["test"], threshold)
+    result = binary_metrics(y["test"], risk["test"], risk["test"] >= threshold, threshold)
     result.pop("roc_curve", None)
     return result | {"seconds": round(time.time() - started, 1)}
 

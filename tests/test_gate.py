@@ -15,8 +15,9 @@ from routeclf.tasks import get_task
 
 CATEGORY = get_task("category")
 # What the small model (GATE_FLAGS) must reach on every consumer path, plain transformers included
-# (the weakest: the encoder alone, reading up to 512 tokens); it measures above these.
-GATE = ["--min-accuracy", "0.5", "--min-macro-f1", "0.4", "--max-ece", "0.15"]
+# (the weakest: the encoder alone, reading up to 512 tokens, with no temperature: this briefly
+# trained model is underconfident there, so its ECE is gated on its own test); it measures above these.
+GATE = ["--min-accuracy", "0.5", "--min-macro-f1", "0.4"]
 
 
 def validate(capsys, directory: Path, *flags: str) -> tuple[int, str]:
@@ -124,6 +125,18 @@ def test_changed_data_file_fails(copy: Path, mmlu_pro: Path, tmp_path: Path, cap
     code, out = validate(capsys, copy, "--data", str(changed))
     assert code == 1
     assert "the data changed since training" in out
+
+
+def test_calibration_is_gated_on_every_path(gate_model: Path, capsys) -> None:
+    metrics = json.loads((gate_model / "metrics.json").read_text())
+    routeclf, plain = metrics["test"]["ece"], metrics["paths"]["transformers"]["test"]["ece"]
+    limit = (routeclf + plain) / 2 if abs(routeclf - plain) > 0.01 else None
+    if limit is None:
+        pytest.skip("both paths are calibrated alike on this model")
+    code, out = validate(capsys, gate_model, "--max-ece", f"{limit:.4f}")
+    line = next(l for l in out.splitlines() if l.startswith("quality thresholds"))
+    worse = "transformers" if plain > routeclf else "routeclf"
+    assert code == 1 and f"{worse}: ECE" in line
 
 
 def test_thresholds_fail(gate_model: Path, capsys) -> None:

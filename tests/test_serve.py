@@ -233,3 +233,23 @@ def test_e2e_through_a_running_server(model: Path, backend: str, tmp_path: Path,
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_reexport_replaces_every_onnx_path(model: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    assert main(["export-onnx", str(copy)]) == 0  # fp32 only: the int8 path is gone everywhere
+    assert not (copy / "onnx" / "model_int8.onnx").exists()
+    assert "onnx-int8" not in json.loads((copy / "calibration.json").read_text())["paths"]
+    assert "onnx-int8" not in json.loads((copy / "metrics.json").read_text())["paths"]
+    assert main(["validate", str(copy)]) == 0
+
+
+def test_an_export_does_not_approve_edited_files(model: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    calibration = json.loads((copy / "calibration.json").read_text())
+    calibration["paths"]["routeclf"]["temperature"] *= 2
+    (copy / "calibration.json").write_text(json.dumps(calibration))
+    assert main(["export-onnx", str(copy)]) == 2
+    assert "files changed since the model was evaluated (calibration.json)" in capsys.readouterr().err

@@ -247,7 +247,7 @@ def test_version_changes_with_the_calibration(routes_model: Path, tmp_path: Path
     before = model_version(copy)
     assert before == model_version(routes_model)
     calibration = json.loads((copy / "calibration.json").read_text())
-    calibration["threshold"] = 0.99
+    calibration["paths"]["routeclf"]["threshold"] = 0.99
     (copy / "calibration.json").write_text(json.dumps(calibration))
     assert model_version(copy) != before
 

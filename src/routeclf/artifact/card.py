@@ -318,8 +318,15 @@ def write_model_card(directory: Path, task: Task) -> None:
             purpose += "No fallback label: the top label is always answered."
         split_rule = ("grouped by normalised text (copies of one text never sit in two splits), stratified by "
                       "label")
-        predict_note = ("The figures above are for `routeclf predict PATH \"text\"`, which also applies the n-gram "
-                        "blend when the artifact has an `ngram/` folder.")
+        plain = calibration["paths"].get("transformers", {})
+        rule = (f"flag `{task.positive_label}` when its softmax probability is at least {plain['threshold']:.3f}"
+                if task.kind == "detector" else
+                f"answer `{task.fallback_label}` when the top softmax probability is below {plain['threshold']:.3f}"
+                if task.fallback_label is not None else "take the top label") if plain else ""
+        predict_note = ("`routeclf predict` and `serve` also apply the n-gram blend (the `routeclf` path). A plain "
+                        "consumer reads `softmax(logits)` with no temperature; to answer as the `transformers` row "
+                        f"measures, {rule}." if plain else
+                        "`routeclf predict` and `serve` also apply the n-gram blend (the `routeclf` path).")
     card = CARD.substitute(
         task=task.name,
         kind=task.kind,

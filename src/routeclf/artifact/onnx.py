@@ -79,8 +79,8 @@ def _splits(directory: Path, data: str | None):
 
 
 def export_onnx(directory: Path, quantize: str | None = None, data: str | None = None) -> dict[str, Any]:
-    """Export, check parity, then fit and measure each ONNX path at its own operating point;
-    `onnx/`, `calibration.json` and `metrics.json` change only when every check holds."""
+    """Export, check parity, then fit and measure each ONNX path at its own operating point.
+    All or nothing: `onnx/`, `calibration.json` and `metrics.json` change together, or not at all."""
     from routeclf.evaluation.evaluate import artifact_task
     from routeclf.inference.predictor import Predictor
 
@@ -90,12 +90,14 @@ def export_onnx(directory: Path, quantize: str | None = None, data: str | None =
     if task.problem_type != "sequence":
         raise RouteclfError(f"ONNX export is for sequence classifiers; {directory} holds a {task.name} "
                             f"({task.problem_type} classification) model, which is served with torch")
+    _refuse_edited(directory)
     splits = _splits(directory, data)
     # Parity is about the export, not generalisation: test texts first, topped up with validation
     # and train texts (a small task's whole data when it holds fewer than MIN_PARITY_INPUTS).
     pool = [r.text for name in ("test", "validation", "train") for r in splits[name]]
     texts = pool[: max(MIN_PARITY_INPUTS, len(splits["test"]))]
     reference = Predictor(directory)
+    previous = {name: (directory / name).read_bytes() for name in ("calibration.json", "metrics.json")}
     staging = Path(tempfile.mkdtemp(prefix=".onnx.partial-", dir=directory))
     final, backup = directory / ONNX_DIR, None
     try:
@@ -110,19 +112,38 @@ def export_onnx(directory: Path, quantize: str | None = None, data: str | None =
             final.rename(backup)
         staging.rename(final)
         report, calibration, metrics = _check_and_measure(directory, task, reference, texts, splits, bool(quantize))
+        write_json(final / "parity.json", report)
+        _record(directory, task, calibration, metrics)
     except BaseException:
         if final.exists() and not staging.exists():
             shutil.rmtree(final, ignore_errors=True)
         if backup is not None:
             backup.rename(final)
+        for name, content in previous.items():
+            (directory / name).write_bytes(content)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
-    write_json(final / "parity.json", report)
-    _record(directory, task, calibration, metrics)
     return report
+
+
+def _refuse_edited(directory: Path) -> None:
+    """An export re-measures and re-hashes: it must not approve files edited since training."""
+    from routeclf.artifact.version import WEIGHTS, deciding_hashes
+    from routeclf.artifact.writer import read_json
+
+    try:
+        recorded = read_json(directory / "metrics.json").get("hashes") or {}
+    except (OSError, ValueError) as exc:
+        raise RouteclfError(f"cannot read {directory / 'metrics.json'}: {exc}") from exc
+    onnx_files = {WEIGHTS["onnx"], WEIGHTS["onnx-int8"]}
+    now = {k: v for k, v in deciding_hashes(directory).items() if k not in onnx_files}
+    changed = sorted(k for k in now.keys() | recorded.keys() - onnx_files if recorded.get(k) != now.get(k))
+    if not recorded or changed:
+        raise RouteclfError(f"{directory}: files changed since the model was evaluated "
+                            f"({', '.join(changed) or 'no hashes recorded'}); retrain rather than export")
 
 
 def _check_and_measure(directory: Path, task, reference, texts: list[str], splits, quantized: bool):
@@ -137,6 +158,8 @@ def _check_and_measure(directory: Path, task, reference, texts: list[str], split
     report: dict[str, Any] = {"n_inputs": len(texts), "max_abs_diff_limit": MAX_ABS_DIFF, "min_agreement": MIN_AGREEMENT}
     calibration = read_json(directory / "calibration.json")
     rule = {k: v for k, v in calibration.items() if k != "paths"}
+    for name in ("onnx", "onnx-int8"):  # a path this export does not measure is no longer served
+        calibration["paths"].pop(name, None)
     metrics: dict[str, dict[str, Any]] = {}
     for backend in ("onnx", "onnx-int8") if quantized else ("onnx",):
         predictor = Predictor(directory, backend=backend)
@@ -199,9 +222,10 @@ def _record(directory: Path, task, calibration: dict[str, Any], metrics: dict[st
     from routeclf.artifact.version import deciding_hashes
     from routeclf.artifact.writer import read_json, write_json_atomic
 
-    write_json_atomic(directory / "calibration.json", calibration)
     saved = read_json(directory / "metrics.json")
-    saved.setdefault("paths", {}).update(metrics)
+    paths = {k: v for k, v in saved.get("paths", {}).items() if k not in ("onnx", "onnx-int8")}
+    saved["paths"] = paths | metrics
+    write_json_atomic(directory / "calibration.json", calibration)
     saved["hashes"] = deciding_hashes(directory)
     write_json_atomic(directory / "metrics.json", saved)
     if task.kind == "classifier":

@@ -295,6 +295,8 @@ class Validator:
             try:
                 predictor = load_predictor(self.directory, backend=backend, plain=plain)
                 recomputed = score_rows(predictor, test_rows, self.task)
+            except (MemoryError, OSError) as exc:  # the machine, not the model
+                raise CannotRun(f"{path}: {type(exc).__name__}: {exc}") from exc
             except Exception as exc:  # a corrupt model file, non-finite scores, a path without calibration...
                 raise CheckFailed(f"{path}: cannot score the saved test split: {type(exc).__name__}: {exc}") from exc
             self.report.recomputed[path] = recomputed
@@ -306,7 +308,17 @@ class Validator:
         return f"test n={len(test_rows)}: {', '.join(reproduced)} reproduced; data sha256 matches"
 
     def check_thresholds(self) -> str:
-        paths = self.report.recomputed or {"routeclf": _json(self.directory, "metrics.json").get("test", {})}
+        saved = _json(self.directory, "metrics.json")
+        paths = self.report.recomputed or {"routeclf": saved.get("test", {})} | {
+            name: section.get("test", {}) for name, section in saved.get("paths", {}).items()}
+        t = self.thresholds
+        kind_flags = {"detector": ("--min-recall", "--max-fpr"), "classifier": ("--min-coverage", "--min-answered-accuracy")}
+        given = {"--min-recall": t.min_recall, "--max-fpr": t.max_fpr, "--min-coverage": t.min_coverage,
+                 "--min-answered-accuracy": t.min_answered_accuracy}
+        wrong = [flag for kind, flags in kind_flags.items() if kind != self.task.kind for flag in flags
+                 if given[flag] is not None]
+        if wrong:
+            raise CannotRun(f"{', '.join(wrong)} do not apply to a {self.task.kind}")
         failures, notes = [], []
         for path, test in paths.items():
             for name, value, limit, op in self._measured(test):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 # The weights each backend answers with.
 WEIGHTS = {"torch": "model.safetensors", "onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx"}
-DECIDING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "task.json", "calibration.json",
+DECIDING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "task.json",
+                  "calibration.json",
                   "label_mapping.json", "ngram/blend.json", "ngram/ngram_config.json", "ngram/ngram.safetensors")
 
 

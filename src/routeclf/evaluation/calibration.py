@@ -38,14 +38,6 @@ def reliability(probabilities: np.ndarray, y: np.ndarray, bins: int = 15) -> dic
     return {"ece": float(ece), "bins": table}
 
 
-def above_threshold(probabilities: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:
-    """Coverage (share answered) and accuracy of the predictions at or above `threshold`."""
-    confidence = probabilities.max(axis=1)
-    kept = confidence >= threshold
-    accuracy = float((probabilities.argmax(axis=1)[kept] == y[kept]).mean()) if kept.any() else float("nan")
-    return {"threshold": threshold, "coverage": float(kept.mean()), "accuracy": accuracy, "n_answered": int(kept.sum())}
-
-
 def choose_threshold(probabilities: np.ndarray, y: np.ndarray, target_accuracy: float, min_coverage: float = 0.0) -> float:
     """The lowest confidence threshold whose answered predictions reach `target_accuracy`, but
     never one that leaves fewer than `min_coverage` of the rows answered.
@@ -95,14 +87,19 @@ def fit_path(predictor, rows, task, rule: dict[str, Any]) -> dict[str, Any]:
     """One consumer path's policy, fitted on validation rows from that path's own scores: its
     temperature, then its threshold (classifiers: the lowest confidence whose answers reach the
     target accuracy, kept under the coverage floor; detectors: the lowest attack probability whose
-    false-positive rate is within the target)."""
-    from routeclf.evaluation.metrics import softmax
+    false-positive rate is within the target). A plain transformers consumer applies no
+    temperature, so its path keeps temperature 1: its threshold is on plain softmax."""
+    from routeclf.inference.decision import Policy, decide
 
     y = np.array([task.label2id[r.label] for r in rows])
-    scores = predictor.raw_scores([r.text for r in rows])
-    temperature = fit_temperature(scores, y)
-    probabilities = softmax(scores / temperature)
-    section: dict[str, Any] = {"method": f"temperature scaling on {len(rows)} validation rows", "temperature": temperature}
+    scores = np.asarray(predictor.raw_scores([r.text for r in rows]), dtype=np.float64)
+    if predictor.plain:
+        temperature, method = 1.0, "none: a plain consumer reads softmax(logits)"
+    else:
+        temperature, method = fit_temperature(scores, y), f"temperature scaling on {len(rows)} validation rows"
+    # The probabilities exactly as `decide` computes them, so the threshold lands where it acts.
+    probabilities = decide(scores, Policy(tuple(task.labels), temperature, 0.0)).probabilities
+    section: dict[str, Any] = {"method": method, "temperature": temperature}
     if task.positive_label is not None:
         positive = task.label2id[task.positive_label]
         section["threshold"] = threshold_for_fpr(probabilities[:, positive], y == positive, rule["target_fpr"])

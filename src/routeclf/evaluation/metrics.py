@@ -86,7 +86,8 @@ def answer_metrics(task, y: np.ndarray, decisions) -> dict[str, Any]:
         }
         metrics["coverage_curve"] = coverage_curve(decisions.score, decisions.top == y)
     else:
-        metrics["binary"] = binary_metrics(y == positive, decisions.score, decisions.threshold)
+        metrics["binary"] = binary_metrics(y == positive, decisions.score, decisions.answer == positive,
+                                           decisions.threshold)
     return metrics
 
 
@@ -155,24 +156,25 @@ def format_report(metrics: dict[str, Any]) -> str:
 BOOTSTRAP_SAMPLES = 1000
 
 
-def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float, seed: int = 0) -> dict[str, Any]:
-    """Detector metrics: the operating point at the served threshold (recall, precision,
-    false-positive rate, each with a bootstrap 95% interval) and ranking quality."""
+def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, flagged: np.ndarray, threshold: float,
+                   seed: int = 0) -> dict[str, Any]:
+    """Detector metrics: the operating point of the verdicts given (`flagged`, at `threshold`):
+    recall, precision and false-positive rate, each with a bootstrap 95% interval; and the
+    ranking quality of `risk`."""
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-    predicted = risk >= threshold
     attacks, benign = is_attack.sum(), (~is_attack).sum()
     result: dict[str, Any] = {
         "threshold": threshold,
         "n_attacks": int(attacks),
         "n_benign": int(benign),
-        "recall": float((predicted & is_attack).sum() / attacks) if attacks else None,
-        "precision": float((predicted & is_attack).sum() / predicted.sum()) if predicted.sum() else None,
-        "false_positive_rate": float((predicted & ~is_attack).sum() / benign) if benign else None,
+        "recall": float((flagged & is_attack).sum() / attacks) if attacks else None,
+        "precision": float((flagged & is_attack).sum() / flagged.sum()) if flagged.sum() else None,
+        "false_positive_rate": float((flagged & ~is_attack).sum() / benign) if benign else None,
     }
     p, r = result["precision"], result["recall"]
     result["f1"] = 2 * p * r / (p + r) if p and r else 0.0
-    result |= _bootstrap_intervals(is_attack, predicted, seed)
+    result |= _bootstrap_intervals(is_attack, flagged, seed)
     if attacks and benign:
         result["roc_auc"] = float(roc_auc_score(is_attack, risk))
         result["pr_auc"] = float(average_precision_score(is_attack, risk))
@@ -183,16 +185,20 @@ def binary_metrics(is_attack: np.ndarray, risk: np.ndarray, threshold: float, se
     return result
 
 
-def _bootstrap_intervals(is_attack: np.ndarray, predicted: np.ndarray, seed: int) -> dict[str, list[float] | None]:
-    """Percentile bootstrap 95% intervals of recall, precision and false-positive rate."""
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(is_attack), size=(BOOTSTRAP_SAMPLES, len(is_attack)))
-    attack, flagged = is_attack[samples], predicted[samples]
+def _bootstrap_intervals(is_attack: np.ndarray, flagged: np.ndarray, seed: int) -> dict[str, list[float] | None]:
+    """Percentile bootstrap 95% intervals of recall, precision and false-positive rate: the rows
+    are resampled through the four cells of the confusion matrix (memory stays constant)."""
+    cells = np.array([(flagged & is_attack).sum(), (~flagged & is_attack).sum(),
+                      (flagged & ~is_attack).sum(), (~flagged & ~is_attack).sum()], dtype=float)
+    n = int(cells.sum())
+    if not n:
+        return {"recall_ci95": None, "precision_ci95": None, "false_positive_rate_ci95": None}
+    caught, missed, false, clean = np.random.default_rng(seed).multinomial(n, cells / n, size=BOOTSTRAP_SAMPLES).T
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = {
-            "recall_ci95": (flagged & attack).sum(1) / attack.sum(1),
-            "precision_ci95": (flagged & attack).sum(1) / flagged.sum(1),
-            "false_positive_rate_ci95": (flagged & ~attack).sum(1) / (~attack).sum(1),
+            "recall_ci95": caught / (caught + missed),
+            "precision_ci95": caught / (caught + false),
+            "false_positive_rate_ci95": false / (false + clean),
         }
     intervals = {}
     for name, values in rates.items():

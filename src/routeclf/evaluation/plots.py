@@ -85,7 +85,8 @@ def plot_coverage(metrics: dict[str, Any], path: Path, title: str) -> None:
     """Accuracy of the answered requests against the share answered, per consumer path (test),
     with each path's served operating point marked."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    tests = {"routeclf": metrics["test"]} | {name: m["test"] for name, m in metrics.get("paths", {}).items()}
+    tests = {"routeclf": metrics["test"]} | {name: m["test"] for name, m in metrics.get("paths", {}).items()
+                                             if "test" in m}
     for name, test in tests.items():
         curve = test.get("coverage_curve")
         if not curve:

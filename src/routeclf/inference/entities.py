@@ -45,7 +45,11 @@ class EntityPredictor:
         id2label = self.model.config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
         self.entity_types = tuple(sorted({label[2:] for label in self.labels if label != "O"}))
-        calibration = self._optional_json(CALIBRATION_FILE).get("paths", {}).get("routeclf", {})
+        saved = self._optional_json(CALIBRATION_FILE)  # absent only while training calibrates it
+        if saved and "routeclf" not in saved.get("paths", {}):
+            raise RouteclfError(f"{self.directory / CALIBRATION_FILE} has no routeclf path: the model was "
+                                "calibrated by an earlier version; retrain it")
+        calibration = saved.get("paths", {}).get("routeclf", {})
         self.temperature = float(calibration.get("temperature", 1.0))
         self.threshold = float(calibration.get("threshold", 0.0))
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from routeclf.inference.predictor import BACKEND_PATHS
 from routeclf.serving.answers import ANSWERS, OPTIONS, REQUESTS, PiiOptions
 from routeclf.serving.models import ROLE_ENDPOINTS, ModelSlot
 from routeclf.tasks.base import NAME_PATTERN, RESERVED_NAMES
@@ -313,12 +314,15 @@ def create_app(config: ServeConfig) -> FastAPI:
                 entry.update(kind=slot.task.kind, labels=list(slot.task.labels), task=slot.task.to_json())
             with contextlib.suppress(OSError, ValueError, KeyError):
                 training = read_json(slot.directory / "training_config.json")
-                test = read_json(slot.directory / "metrics.json")["test"]
+                saved = read_json(slot.directory / "metrics.json")
+                # The figures of the path this server answers with.
+                test = saved["test"] if slot.served_backend == "torch" else \
+                    saved["paths"][BACKEND_PATHS[slot.served_backend]]["test"]
                 entry.update(
                     base_model=training["base_model"]["name"],
                     data_sha256=read_json(slot.directory / "split.json")["data_sha256"],
-                    test_metrics={k: test[k] for k in ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece")
-                                  if k in test},
+                    test_metrics={k: test[k] for k in ("n", "accuracy", "macro_f1", "micro_f1", "n_entities", "ece",
+                                                       "abstention") if k in test},
                 )
             models.append(entry)
         return {"models": models}

@@ -62,7 +62,8 @@ def _served_task(client, endpoint: str):
 def _answer(task, body: dict[str, Any]) -> tuple[str, str]:
     """(the answer the router acts on, the top label) from one response."""
     if task.kind == "detector":
-        return body["label"], body["label"]
+        top = task.positive_label if body["risk_score"] >= 0.5 else task.fallback_label
+        return body["label"], top
     classification = body["classification"]
     return classification["category"], classification["top_category"]
 

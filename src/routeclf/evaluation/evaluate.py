@@ -50,10 +50,11 @@ def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, A
     texts = [r.text for r in rows]
     y = np.array([task.label2id[r.label] for r in rows])
     windows = predictor.windows(texts, progress=len(texts) > 1000)
-    decisions = decide(predictor.scores(windows), predictor.fitted_policy())
+    scores = predictor.scores(windows)
+    decisions = decide(scores, predictor.fitted_policy())
     return {
         **answer_metrics(task, y, decisions),
-        "ece_uncalibrated": reliability(softmax(predictor.scores(windows)), y)["ece"],
+        "ece_uncalibrated": reliability(softmax(scores), y)["ece"],
         **({"encoder_only_accuracy": float((predictor.reduce(windows, windows.encoder).argmax(1) == y).mean())}
            if predictor.ngram is not None else {}),
         "slices": {

@@ -24,7 +24,6 @@ from routeclf.serving.models import ROLE_ENDPOINTS, ModelSlot
 from routeclf.tasks.base import NAME_PATTERN, RESERVED_NAMES
 
 
-
 @dataclass
 class ServeConfig:
     models: dict[str, Path] = field(default_factory=dict)  # model name -> model directory

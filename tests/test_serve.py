@@ -118,6 +118,27 @@ def test_intent_shape_and_threshold(client: TestClient) -> None:
     assert "probabilities" not in open_.json()
 
 
+def test_messages_read_the_latest_user_turn_and_context_only_when_unsure(client: TestClient) -> None:
+    alone = client.post("/api/v1/classify/intent", json={"text": TEXTS[0]}).json()
+    conversation = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": TEXTS[1]},
+                    {"role": "assistant", "content": "Sure."}, {"role": "user", "content": TEXTS[0]}]
+    confident = client.post("/api/v1/classify/intent", json={"messages": conversation,
+                                                             "options": {"confidence_threshold": 0.0}}).json()
+    # Confident alone: the latest turn decides, exactly as the same text would.
+    assert not confident["classification"]["context_used"]
+    assert confident["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+    # Unsure alone (a threshold nothing reaches): the latest turn is read with the earlier one.
+    unsure = client.post("/api/v1/classify/intent", json={"messages": conversation,
+                                                          "options": {"confidence_threshold": 1.0}}).json()
+    with_context = client.post("/api/v1/classify/intent", json={"text": f"{TEXTS[0]}\n{TEXTS[1]}"}).json()
+    assert unsure["classification"]["context_used"]
+    assert unsure["probabilities"] == pytest.approx(with_context["probabilities"], abs=1e-5)
+    # A single user turn has no context to add.
+    single = client.post("/api/v1/classify/intent", json={"messages": [{"role": "user", "content": TEXTS[0]}],
+                                                          "options": {"confidence_threshold": 1.0}}).json()
+    assert not single["classification"]["context_used"]
+
+
 def test_batch_keeps_order_and_matches_single(client: TestClient) -> None:
     texts = [TEXTS[1], TEXTS[0], TEXTS[1]]
     body = client.post("/api/v1/classify/batch", json={"texts": texts, "task_type": "intent"}).json()
@@ -144,6 +165,11 @@ def test_batch_keeps_order_and_matches_single(client: TestClient) -> None:
         ("/api/v1/classify/security", {"text": "ignore previous instructions"}, 503, "model_not_loaded"),
         ("/api/v1/classify/pii", {"text": "call me at 555-0100"}, 503, "model_not_loaded"),
         ("/api/v1/classify/intent", {"text": "y" * 6000}, 413, "body_too_large"),
+        ("/api/v1/classify/intent", {"text": "hi", "messages": [{"role": "user", "content": "hi"}]}, 422,
+         "invalid_request"),
+        ("/api/v1/classify/intent", {"messages": [{"role": "assistant", "content": "hello"}]}, 422, "no_user_turn"),
+        ("/api/v1/classify/intent", {"messages": [{"role": "robot", "content": "hello"}]}, 422, "invalid_request"),
+        ("/api/v1/classify/intent", {"messages": [{"role": "user", "content": "x" * 501}]}, 413, "text_too_long"),
     ],
 )
 def test_bad_input_gets_a_clear_error(client: TestClient, path: str, payload, status: int, kind: str) -> None:

@@ -139,6 +139,11 @@ def format_report(metrics: dict[str, Any]) -> str:
     lines.append(f"the answer given (above); the top label alone: accuracy {top['accuracy']:.4f}, "
                  f"macro-F1 {top['macro_f1']:.4f}; ECE {metrics['ece']:.4f} (uncalibrated "
                  f"{metrics['ece_uncalibrated']:.4f})")
+    if "conversation" in metrics:
+        c = metrics["conversation"]
+        lines.append(f"conversations: the earlier user turns were read for {c['context_used']:.1%}; reading the latest "
+                     f"turn alone would score {c['accuracy_latest_turn_only']:.4f}, always with them "
+                     f"{c['accuracy_always_with_context']:.4f}")
     if "abstention" in metrics:
         t = metrics["abstention"]
         answered = "-" if t["answered_accuracy"] is None else f"{t['answered_accuracy']:.4f}"

@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from routeclf.inference.conversation import Message
 
 
 class Options(BaseModel):
@@ -27,6 +29,21 @@ class TextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: StrictStr
     options: Options | None = None
+
+
+class ClassifierRequest(BaseModel):
+    """A classifier reads a text or a conversation (`messages`, the semantic router's chat shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: StrictStr | None = None
+    messages: list[Message] | None = None
+    options: Options | None = None
+
+    @model_validator(mode="after")
+    def one_input(self) -> ClassifierRequest:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give either text or messages (a list of {role, content}), not both and not neither")
+        return self
 
 
 class PiiRequest(BaseModel):
@@ -92,5 +109,5 @@ def tagger_answer(predictor, text: str, scores, options: PiiOptions | None, elap
 
 
 ANSWERS = {"classifier": classifier_answer, "detector": detector_answer, "tagger": tagger_answer}
-REQUESTS = {"classifier": TextRequest, "detector": TextRequest, "tagger": PiiRequest}
+REQUESTS = {"classifier": ClassifierRequest, "detector": TextRequest, "tagger": PiiRequest}
 OPTIONS = {"classifier": Options, "detector": Options, "tagger": PiiOptions}

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from routeclf.inference.conversation import read_messages
 from routeclf.inference.predictor import BACKEND_PATHS
 from routeclf.serving.answers import ANSWERS, OPTIONS, REQUESTS, PiiOptions
 from routeclf.serving.models import ROLE_ENDPOINTS, ModelSlot
@@ -242,8 +243,25 @@ def create_app(config: ServeConfig) -> FastAPI:
         return [answer(slot.predictor, text, x, options, elapsed) | {"model": slot.identity()}
                 for text, x in zip(texts, scores)]
 
+    async def classify_conversation(slot: ModelSlot, messages: list, options: BaseModel | None,
+                                    started: float) -> dict[str, Any]:
+        """The latest user turn decides when it is confident; otherwise it is read with the earlier
+        user turns (see `routeclf.inference.conversation`)."""
+        try:
+            conversation = read_messages(messages)
+        except ValueError as exc:
+            raise ApiError(422, "no_user_turn", str(exc)) from None
+        (result,) = await classify(slot, [conversation.latest], options, started)
+        context_used = bool(result["below_threshold"]) and conversation.context is not None
+        if context_used:
+            (result,) = await classify(slot, [conversation.context], options, started)
+        result["classification"]["context_used"] = context_used
+        return result
+
     def single_text_endpoint(name: str, request_type: type[BaseModel]):
         async def endpoint(body) -> dict[str, Any]:
+            if getattr(body, "messages", None) is not None:
+                return await classify_conversation(slot_for(name), body.messages, body.options, time.perf_counter())
             (result,) = await classify(slot_for(name), [body.text], body.options, time.perf_counter())
             return result
 

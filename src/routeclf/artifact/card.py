@@ -48,16 +48,20 @@ Per class (test, the answer given):
 $per_class
 
 ![confusion matrix](confusion_matrix.png)
-
+$across
 """)
 
 # How each consumer path reaches the model.
 PATH_USE = {
-    "routeclf": "`routeclf serve` / `predict` (torch), with the n-gram blend",
-    "onnx": "`routeclf serve --backend onnx`, with the n-gram blend",
-    "onnx-int8": "`routeclf serve --backend onnx-int8`, with the n-gram blend",
+    "routeclf": "`routeclf serve` / `predict` (torch)",
+    "onnx": "`routeclf serve --backend onnx`",
+    "onnx-int8": "`routeclf serve --backend onnx-int8`",
     "transformers": "plain transformers / the vLLM semantic router: `model.safetensors` alone, truncation at 512 tokens",
 }
+
+
+def _path_use(name: str, blended: bool) -> str:
+    return PATH_USE[name] + (", with the n-gram blend" if blended and name != "transformers" else "")
 
 TOKEN_RESULTS = Template("""## Results
 
@@ -163,7 +167,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _paths_table(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
+def _paths_table(metrics: dict[str, Any], calibration: dict[str, Any], task: Task, blended: bool) -> str:
     tests = {"routeclf": metrics["test"]} | {name: m["test"] for name, m in metrics.get("paths", {}).items() if "test" in m}
     detector = task.kind == "detector"
     head = ("| path | how | temperature | threshold | accuracy (answer) | macro-F1 | "
@@ -178,7 +182,7 @@ def _paths_table(metrics: dict[str, Any], calibration: dict[str, Any], task: Tas
         else:
             a = test["abstention"]
             point = f"{a['coverage']:.3f} | {_fmt(a['answered_accuracy'])} |"
-        rows.append(f"| {name} | {PATH_USE[name]} | {_fmt(section.get('temperature'), 3)} | "
+        rows.append(f"| {name} | {_path_use(name, blended)} | {_fmt(section.get('temperature'), 3)} | "
                     f"{_fmt(section.get('threshold'), 3)} | {test['accuracy']:.4f} | {test['macro_f1']:.4f} | {point} "
                     f"{test['top_label']['accuracy']:.4f} |")
     if "onnx" not in tests:
@@ -219,6 +223,32 @@ def _slice_tables(test: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _across_sets(metrics: dict[str, Any]) -> str:
+    """Per label and per length band, the answer's recall / accuracy on every data set the
+    model was evaluated on (shown when there is more than the two splits)."""
+    sections = {name: m for name, m in _sections(metrics).items() if name != "validation"}
+    if len(sections) < 2:
+        return ""
+    names = list(sections)
+    head = "| {} | " + " | ".join(names) + " |\n|---" + "|---" * len(names) + "|\n"
+    labels = list(next(iter(sections.values()))["per_class"])
+    by_label = "\n".join(
+        f"| {label} | " + " | ".join(
+            f"{m['per_class'][label]['recall']:.2f} ({m['per_class'][label]['support']})"
+            if m["per_class"].get(label, {}).get("support") else "-" for m in sections.values()) + " |"
+        for label in labels)
+    bands = list(dict.fromkeys(band for m in sections.values() for band in m.get("slices", {}).get("length", {})))
+    by_length = "\n".join(
+        f"| {band} | " + " | ".join(
+            f"{m['slices']['length'][band]['accuracy']:.2f} ({m['slices']['length'][band]['n']})"
+            if band in m.get("slices", {}).get("length", {}) else "-" for m in sections.values()) + " |"
+        for band in bands)
+    return ("\n## Every data set, by label and by length\n\nRecall of the answer given per label (rows of that "
+            "label):\n\n" + head.format("label") + by_label +
+            ("\n\nAccuracy of the answer given per length band (rows):\n\n" + head.format("length") + by_length
+             if bands else "") + "\n")
+
+
 def _extra_note(sections: dict[str, dict[str, Any]]) -> str:
     others = [f"`{name}`: {m['data']['source']}" for name, m in sections.items() if "data" in m]
     return (" Other rows are evaluation-only data sets (never trained or tuned on): " + "; ".join(others)) if others else ""
@@ -242,13 +272,13 @@ def _trust_section(metrics: dict[str, Any]) -> str:
     return section
 
 
-def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
+def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task, blended: bool) -> str:
     test = metrics["test"]
     return SEQUENCE_RESULTS.substitute(
         summary=_summary_rows(metrics),
         extra_note=_extra_note(_sections(metrics)),
         temperature=f"{calibration['paths']['routeclf']['temperature']:.3f}",
-        paths=_paths_table(metrics, calibration, task),
+        paths=_paths_table(metrics, calibration, task, blended),
         coverage_plot="\n\n![coverage and accuracy](coverage_curve.png)" if task.kind == "classifier" else "",
         threshold_rule=(
             f"Threshold {calibration['paths']['routeclf']['threshold']:.3f} on the `{task.positive_label}` probability: at or above "
@@ -261,6 +291,7 @@ def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task
         operating=_operating_rows(metrics),
         detector=_detector_rows(metrics),
         slices=_slice_tables(test),
+        across=_across_sets(metrics),
         per_class="\n".join(
             f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
             for label, r in test["per_class"].items()
@@ -268,7 +299,7 @@ def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task
     )
 
 
-def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
+def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task, blended: bool) -> str:
     sections = {name: m for name, m in metrics.items() if isinstance(m, dict) and "micro_f1" in m}
     test = metrics["test"]
     return TOKEN_RESULTS.substitute(
@@ -288,6 +319,11 @@ def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: T
         type_map=", ".join(f"{k} -> {v}" for k, v in (task.source_type_map or {}).items()),
         slices=_slice_tables(test),
     )
+
+
+def _first_sentence(function: Any) -> str:
+    sentence = " ".join((function.__doc__ or "").split()).split(". ")[0].rstrip(".")
+    return sentence[:1].lower() + sentence[1:]
 
 
 def write_model_card(directory: Path, task: Task) -> None:
@@ -323,10 +359,11 @@ def write_model_card(directory: Path, task: Task) -> None:
                 if task.kind == "detector" else
                 f"answer `{task.fallback_label}` when the top softmax probability is below {plain['threshold']:.3f}"
                 if task.fallback_label is not None else "take the top label") if plain else ""
-        predict_note = ("`routeclf predict` and `serve` also apply the n-gram blend (the `routeclf` path). A plain "
-                        "consumer reads `softmax(logits)` with no temperature; to answer as the `transformers` row "
-                        f"measures, {rule}." if plain else
-                        "`routeclf predict` and `serve` also apply the n-gram blend (the `routeclf` path).")
+        served = ("`routeclf predict` and `serve` also apply the n-gram blend (the `routeclf` path)." if blend else
+                  "`routeclf predict` and `serve` read the encoder alone too, with a fitted temperature (the "
+                  "`routeclf` path).")
+        predict_note = (f"{served} A plain consumer reads `softmax(logits)` with no temperature; to answer as the "
+                        f"`transformers` row measures, {rule}." if plain else served)
     card = CARD.substitute(
         task=task.name,
         kind=task.kind,
@@ -338,7 +375,7 @@ def write_model_card(directory: Path, task: Task) -> None:
         predict_note=predict_note,
         selection={"loss": "loss (a small validation split)", "micro_f1": "entity micro-F1"}.get(
             config.get("schedule", {}).get("metric"), "macro-F1"),
-        results=(_token_results if token_task else _sequence_results)(metrics, calibration, task),
+        results=(_token_results if token_task else _sequence_results)(metrics, calibration, task, bool(blend)),
         data=manifest["data_source"],
         sha256=manifest["data_sha256"],
         n_rows=manifest["n_rows"],
@@ -361,14 +398,23 @@ def write_model_card(directory: Path, task: Task) -> None:
             f"Blended with a word+char n-gram linear model, weight {blend['weight']} (chosen on validation)"
             if blend
             else "No n-gram blend: the encoder alone"
+        ) + (
+            f"; trained towards {distil['weight']:.0%} of a word+char n-gram model's out-of-fold probabilities "
+            f"(the rest: the label), so `model.safetensors` alone carries what the n-gram model knows"
+            if (distil := config.get("distillation")) else ""
         ),
         seconds=config["train_seconds"],
         augmented=(
             f"\n- Extra training-only rows: {config['augmented_train_rows']} "
-            f"({' '.join((task.augment.__doc__ or '').split()).split('. ')[0]}); "
-            "the validation and test figures include none"
+            f"({_first_sentence(task.augment)}"
+            + (f"; {config['written_train_rows']} of them {_first_sentence(task.train_only)}"
+               if config.get("written_train_rows") and task.train_only else "")
+            + "); the validation and test figures include none"
             + ("; validation mixtures, made the same way from validation rows, chose the n-gram weight"
                if blend and task.positive_label else "")
+            + (f"; {config['written_calibration_rows']} more written rows were kept back from training and joined "
+               "validation, weighted to count as much, to fit the temperatures and thresholds"
+               if config.get("written_calibration_rows") else "")
             if config.get("augmented_train_rows") and task.augment else ""
         ),
         mapping_note=f" and `{task.mapping_file}`" if task.mapping_file else "",

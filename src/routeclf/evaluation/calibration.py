@@ -83,7 +83,7 @@ def decision_rule(task, settings) -> dict[str, Any]:
     return rule
 
 
-def fit_path(predictor, rows, task, rule: dict[str, Any]) -> dict[str, Any]:
+def fit_path(predictor, rows, task, rule: dict[str, Any], where: str | None = None) -> dict[str, Any]:
     """One consumer path's policy, fitted on validation rows from that path's own scores: its
     temperature, then its threshold (classifiers: the lowest confidence whose answers reach the
     target accuracy, kept under the coverage floor; detectors: the lowest attack probability whose
@@ -96,7 +96,7 @@ def fit_path(predictor, rows, task, rule: dict[str, Any]) -> dict[str, Any]:
     if predictor.plain:
         temperature, method = 1.0, "none: a plain consumer reads softmax(logits)"
     else:
-        temperature, method = fit_temperature(scores, y), f"temperature scaling on {len(rows)} validation rows"
+        temperature, method = fit_temperature(scores, y), f"temperature scaling on {where or f'{len(rows)} validation rows'}"
     # The probabilities exactly as `decide` computes them, so the threshold lands where it acts.
     probabilities = decide(scores, Policy(tuple(task.labels), temperature, 0.0)).probabilities
     section: dict[str, Any] = {"method": method, "temperature": temperature}

@@ -14,15 +14,16 @@ from routeclf.data.sources import Fields, LoadedData, Row, load_rows
 from routeclf.data.split import SPLITS, apply_manifest, read_manifest
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.calibration import reliability
-from routeclf.evaluation.metrics import answer_metrics, detector_rates, softmax
 from routeclf.evaluation.entities import score_entity_rows
+from routeclf.evaluation.metrics import answer_metrics, detector_rates, softmax
+from routeclf.evaluation.perturb import TYPOS_SECTION
 from routeclf.inference import load_predictor
 from routeclf.inference.decision import decide
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import Task, load_task
 
 
-def _slice_metrics(y: np.ndarray, answer: np.ndarray, keys: list[str], positive: int | None) -> dict[str, dict[str, Any]]:
+def slice_metrics(y: np.ndarray, answer: np.ndarray, keys: list[str], positive: int | None) -> dict[str, dict[str, Any]]:
     """The answer's figures per slice (length band, source); detectors add recall and
     false-positive rate with their 95% intervals."""
     members: dict[str, list[int]] = defaultdict(list)
@@ -58,8 +59,8 @@ def score_rows(predictor: Predictor, rows: list[Row], task: Task) -> dict[str, A
         **({"encoder_only_accuracy": float((predictor.reduce(windows, windows.encoder).argmax(1) == y).mean())}
            if predictor.ngram is not None else {}),
         "slices": {
-            "length": _slice_metrics(y, decisions.answer, [task.length_band(t) for t in texts], decisions.policy.positive),
-            "source": _slice_metrics(y, decisions.answer, [r.source for r in rows], decisions.policy.positive),
+            "length": slice_metrics(y, decisions.answer, [task.length_band(t) for t in texts], decisions.policy.positive),
+            "source": slice_metrics(y, decisions.answer, [r.source for r in rows], decisions.policy.positive),
         },
     }
 
@@ -116,13 +117,34 @@ def evaluate_artifact(
     from routeclf.inference.predictor import path_backend
 
     task, _ = artifact_task(directory)
-    data, rows = load_for_artifact(directory, data_source, split, fields)
     if predictor is None:
         backend, plain = path_backend(path)
         predictor = load_predictor(directory, backend=backend, plain=plain)
+    if split == "all" and data_source and conversation_file(data_source, task, fields):
+        from routeclf.evaluation.conversations import (
+            read_conversations,
+            score_conversations,
+        )
+
+        conversations, y = read_conversations(data_source, task, (fields or {}).get("label") or task.label_field)
+        metrics = score_conversations(predictor, conversations, y, task)
+        metrics["data"] = {"source": data_source, "split": split, "path": path, "rows": "conversations"}
+        return metrics
+    data, rows = load_for_artifact(directory, data_source, split, fields)
     metrics = score_rows(predictor, rows, task)
     metrics["data"] = {"source": data.source, "sha256": data.sha256, "split": split, "path": path}
     return metrics
+
+
+def conversation_file(data_source: str, task: Task, fields: dict[str, str | None] | None) -> bool:
+    """A file of `messages` rows (and no text column) holds conversations."""
+    from routeclf.data.sources import read_records
+
+    if not Path(data_source).is_file():
+        return False
+    records = read_records(data_source)
+    text = (fields or {}).get("text") or task.text_field
+    return bool(records) and "messages" in records[0] and text not in records[0]
 
 
 def save_evaluation(directory: Path, name: str, metrics: dict[str, Any], path: str = "routeclf") -> None:
@@ -131,7 +153,7 @@ def save_evaluation(directory: Path, name: str, metrics: dict[str, Any], path: s
     from routeclf.artifact.card import write_model_card
     from routeclf.artifact.writer import write_json_atomic
 
-    if name in (*SPLITS, "data_sha256", "trust", "cross_validation", "paths", "hashes"):
+    if name in (*SPLITS, TYPOS_SECTION, "data_sha256", "trust", "cross_validation", "paths", "hashes"):
         raise RouteclfError(f"--save-as {name!r} would overwrite the training run's own figures; choose another name")
     task, _ = artifact_task(directory)
     saved = read_json(directory / "metrics.json")

@@ -76,12 +76,13 @@ def gate_model(mmlu_pro, tmp_path_factory) -> Path:
 
 # Also used by the gate test's thresholds: keep both in one place.
 GATE_FLAGS = ["--max-samples", "1400", "--epochs", "2", "--max-length", "64", "--lr", "2e-4", "--seed", "42",
-              "--min-steps", "0", "--cv-folds", "0"]
+              "--min-steps", "0", "--cv-folds", "0", "--no-augment"]
 
 
-# Tests keep training short: no small-data schedule, no cross-validation (each is tested on its own).
+# Tests keep training short: no small-data schedule, no cross-validation, no extra training rows
+# (each is tested on its own).
 TINY = ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--lr", "3e-4", "--seed", "42", "--min-steps", "0",
-        "--cv-folds", "0"]
+        "--cv-folds", "0", "--no-augment"]
 
 
 def train_tiny(tmp_path_factory, method: str, extra: list[str] = ()) -> Path:

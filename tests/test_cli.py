@@ -89,5 +89,6 @@ def test_task_defaults_fill_what_the_user_left_unset() -> None:
     settings = settings_from_args(build_parser().parse_args(["train", "pii", "--epochs", "3"]))
     assert (settings.epochs, settings.lr, settings.max_length, settings.ngram) == (3, 2e-4, 128, False)
     category = settings_from_args(build_parser().parse_args(["train", "category"]))
-    assert (category.epochs, category.lr, category.max_length, category.ngram) == (4, 8e-5, 64, True)
+    assert (category.epochs, category.lr, category.max_length, category.ngram, category.distil_ngram) == \
+        (4, 8e-5, 64, False, 0.5)
     assert category.data == "TIGER-Lab/MMLU-Pro"  # the built-in task file's own data

@@ -28,7 +28,8 @@ def full_model(tiny_model: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def lora_model(tmp_path_factory) -> Path:
-    return train_tiny(tmp_path_factory, "lora", ["--lora-r", "8", "--no-ngram"])
+    # The category default is distilled with no blend; the LoRA model keeps the blend tested.
+    return train_tiny(tmp_path_factory, "lora", ["--lora-r", "8", "--ngram", "--distil-ngram", "0"])
 
 
 def check_contract(directory: Path, method: str) -> None:
@@ -67,11 +68,14 @@ def check_contract(directory: Path, method: str) -> None:
 
 def test_full_artifact_contract(full_model: Path) -> None:
     check_contract(full_model, "full")
-    assert (full_model / "ngram" / "blend.json").is_file()
+    training = json.loads((full_model / "training_config.json").read_text())
+    assert training["distillation"]["weight"] == 0.5 and training["ngram_blend"] is None
+    assert not (full_model / "ngram").exists()  # the encoder alone serves
 
 
 def test_lora_artifact_contract(lora_model: Path) -> None:
     check_contract(lora_model, "lora")
+    assert (lora_model / "ngram" / "blend.json").is_file()
 
 
 @pytest.mark.parametrize("fixture", ["full_model", "lora_model"])

@@ -80,11 +80,18 @@ class TrainSettings:
         metadata={"help": "also fit a word+char n-gram linear model and blend it with the encoder (weight chosen on "
                           "validation); not available for taggers (pii)"},
     )
+    distil_ngram: float = field(
+        default=0.0,
+        metadata={"help": "train the encoder towards this share of the n-gram model's out-of-fold probabilities "
+                          "(the rest: the label), so model.safetensors alone carries what the blend knows; 0: labels "
+                          "alone"},
+    )
     augment: bool = field(
         default=True,
-        metadata={"help": "add the task's extra training rows, made from the train split alone (jailbreak: attacks "
-                          "after benign text and benign texts joined, also used on validation to choose the n-gram "
-                          "weight); --no-augment: the split alone"},
+        metadata={"help": "add the task's extra training rows: made from the train split alone (category: questions "
+                          "without exam cues, long ones' endings; jailbreak: attacks after benign text and benign "
+                          "texts joined, also used on validation to choose the n-gram weight), and written for "
+                          "training (category: chat-style requests); --no-augment: the split alone"},
     )
     abstain_accuracy: float = field(
         default=0.95,
@@ -196,6 +203,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         values["split_ratios"] = tuple(float(x) for x in values["split_ratios"])
     settings = TrainSettings(**check_settings(values, "settings"))
     if task.problem_type == "token":  # the n-gram companion scores whole texts, not words
+        if settings.distil_ngram:
+            raise RouteclfError("--distil-ngram is for classifiers and detectors; an n-gram model scores whole texts")
         settings = dataclasses.replace(settings, ngram=False)
         if settings.cv_folds:
             raise RouteclfError("--cv-folds is for classifiers and detectors; a tagger's figures are per entity")
@@ -219,6 +228,8 @@ def validate_settings(s: TrainSettings) -> None:
         raise RouteclfError("--lora-dropout and --warmup-ratio must be in [0, 1)")
     if not 0 < s.target_fpr < 1:
         raise RouteclfError(f"--target-fpr must be in (0, 1), got {s.target_fpr}")
+    if not 0 <= s.distil_ngram < 1:
+        raise RouteclfError(f"--distil-ngram must be in [0, 1), got {s.distil_ngram}")
     if not 0 <= s.min_coverage <= 1:
         raise RouteclfError(f"--min-coverage must be in [0, 1], got {s.min_coverage}")
     if not 0 < s.abstain_accuracy <= 1:

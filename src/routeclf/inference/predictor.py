@@ -71,8 +71,11 @@ class Predictor:
         self.task, window = load_model_task(self.directory)
         self.plain = plain
         self.path = "transformers" if plain else BACKEND_PATHS[backend]
-        self.max_length: int = PLAIN_MAX_LENGTH if plain else max_length or int(window.get("max_length") or 512)
         self.windowed: bool = not plain and bool(window.get("enabled", self.task.windowed))
+        # A text read whole is read as a plain consumer reads it (up to 512 tokens), so the two
+        # paths give one answer; windows are as long as the encoder's training inputs.
+        self.max_length: int = max_length or (int(window.get("max_length") or PLAIN_MAX_LENGTH) if self.windowed
+                                              else PLAIN_MAX_LENGTH)
         self.positive_label: str | None = self.task.positive_label
         self.batch_size = batch_size
         self.device = torch.device(device)

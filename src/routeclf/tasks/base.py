@@ -36,6 +36,10 @@ class DataCode:
     # Extra rows made from one split's rows alone: more training rows, and (jailbreak) the
     # validation rows that choose the n-gram blend weight. Never test rows.
     augment: Callable[[list[Row], int], list[Row]] | None = None
+    # Whether the validation split's own extra rows join it where the n-gram blend weight is chosen.
+    augment_validation: bool = False
+    # Rows written for training alone (never split, never validated or tested on).
+    train_only: Callable[[], list[Row]] | None = None
     # The labels its rows carry, when the code fixes them.
     labels: tuple[str, ...] | None = None
 
@@ -172,6 +176,10 @@ class Task:
     @property
     def augment(self) -> Callable[[list[Row], int], list[Row]] | None:
         return self.data_code.augment
+
+    @property
+    def train_only(self) -> Callable[[], list[Row]] | None:
+        return self.data_code.train_only
 
     @property
     def records_loader(self) -> Callable[[list[dict], str, Task, Fields], LoadedData] | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from routeclf.tasks import jailbreak, pii
+from routeclf.tasks import category, jailbreak, pii
 from routeclf.tasks.base import DataCode
 
 LOADERS: dict[str, DataCode] = {
-    "jailbreak": DataCode(folder=jailbreak.load_folder, augment=jailbreak.mixed_rows, labels=("benign", "jailbreak")),
+    "category": DataCode(augment=category.question_views, train_only=category.chat_training_rows),
+    "jailbreak": DataCode(folder=jailbreak.load_folder, augment=jailbreak.mixed_rows, augment_validation=True,
+                          labels=("benign", "jailbreak")),
     "pii": DataCode(folder=pii.load_folder),
 }
 

@@ -40,15 +40,17 @@ from routeclf.data.sources import Fields, Row, load_rows, resolve_labels
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
 from routeclf.evaluation.calibration import decision_rule, fit_path, fit_temperature
-from routeclf.evaluation.entities import entity_metrics, word_targets
 from routeclf.evaluation.crossval import cv_summary, fold_answers, trust_note
+from routeclf.evaluation.entities import entity_metrics, word_targets
 from routeclf.evaluation.evaluate import score_rows
+from routeclf.evaluation.perturb import TYPO_RATE, TYPOS_SECTION, typo_copy
+from routeclf.evaluation.plots import plot_confusion_matrix, plot_coverage, plot_reliability, plot_roc
 from routeclf.inference import load_predictor
 from routeclf.inference.entities import EntityPredictor
 from routeclf.inference.predictor import CALIBRATION_FILE, NGRAM_DIR, Predictor
-from routeclf.evaluation.plots import plot_confusion_matrix, plot_coverage, plot_reliability, plot_roc
 from routeclf.settings import TrainSettings
 from routeclf.tasks import TASK_FILE, Task, resolve_task
+from routeclf.training.distil import ngram_soft_targets
 from routeclf.training.models import build_model, resolve_base
 from routeclf.training.ngram import PARTIAL_AUC_MAX_FPR, NgramModel, choose_weight
 from routeclf.versions import library_versions
@@ -57,7 +59,17 @@ IGNORE_INDEX = -100  # positions the loss skips (special tokens, later sub-token
 
 
 class FiniteLossTrainer(Trainer):
-    """Stops at the first non-finite training loss instead of training on garbage."""
+    """Stops at the first non-finite training loss instead of training on garbage. Rows whose
+    label is a probability distribution (distillation, see `training.distil`) train by the cross
+    entropy against it."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        labels = inputs.get("labels")
+        if labels is None or labels.dim() != 2 or not labels.is_floating_point():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        loss = -(labels * torch.log_softmax(outputs.logits.float(), dim=-1)).sum(-1).mean()
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -69,13 +81,15 @@ class FiniteLossTrainer(Trainer):
         return loss
 
 
-def _dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
+def _dataset(rows: list[Row], task: Task, tokenizer, max_length: int, targets: np.ndarray | None = None):
+    """Tokenized rows; `targets` (one probability distribution per row) replace the labels."""
     import datasets
 
     if task.problem_type == "token":
         return _token_dataset(rows, task, tokenizer, max_length)
     label2id = task.label2id
-    table = datasets.Dataset.from_dict({"text": [r.text for r in rows], "label": [label2id[r.label] for r in rows]})
+    labels = targets.tolist() if targets is not None else [label2id[r.label] for r in rows]
+    table = datasets.Dataset.from_dict({"text": [r.text for r in rows], "label": labels})
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
@@ -359,10 +373,15 @@ def _fit(task: Task, settings: TrainSettings, train_rows: list[Row], validation_
     arguments = _training_arguments(settings, checkpoints, schedule, cuda, resumable)
     if before_training is not None:
         before_training(arguments)
+    targets, distillation = None, None
+    if settings.distil_ngram and task.problem_type == "sequence":
+        targets, distillation = ngram_soft_targets(train_rows, task, settings.distil_ngram, settings.seed)
+        print(f"distillation: n-gram out-of-fold accuracy {distillation['ngram_out_of_fold_accuracy']:.4f} on "
+              f"{len(train_rows)} training rows, weight {settings.distil_ngram}")
     trainer = FiniteLossTrainer(
         model=model,
         args=arguments,
-        train_dataset=_dataset(train_rows, task, tokenizer, settings.max_length),
+        train_dataset=_dataset(train_rows, task, tokenizer, settings.max_length, targets),
         eval_dataset=_dataset(validation_rows, task, tokenizer, settings.max_length),
         processing_class=tokenizer,
         data_collator=DataCollatorForTokenClassification(tokenizer) if token_task else DataCollatorWithPadding(tokenizer),
@@ -370,7 +389,7 @@ def _fit(task: Task, settings: TrainSettings, train_rows: list[Row], validation_
         callbacks=[EarlyStoppingAfter(settings.patience, settings.min_steps)],
     )
     output = trainer.train(resume_from_checkpoint=True if resume else None)
-    return trainer, output, schedule
+    return trainer, output, schedule, distillation
 
 
 def _write_model(directory: Path, trainer: Trainer, tokenizer, task: Task, settings: TrainSettings) -> None:
@@ -386,7 +405,7 @@ def _write_model(directory: Path, trainer: Trainer, tokenizer, task: Task, setti
 
 
 def _companions_and_calibration(directory: Path, task: Task, settings: TrainSettings, splits: dict[str, list[Row]],
-                                augmented: list[Row], device: str) -> dict[str, Any] | None:
+                                extras: Extras, device: str) -> dict[str, Any] | None:
     """The n-gram companion (sequence tasks), then temperature and threshold, all fitted on
     validation; writes `ngram/` and `calibration.json`. Returns the blend."""
     def load() -> Predictor | EntityPredictor:
@@ -397,19 +416,65 @@ def _companions_and_calibration(directory: Path, task: Task, settings: TrainSett
     if settings.ngram and task.problem_type == "sequence":
         # Detectors also judge the weight on validation mixtures: an attack inside benign text
         # is exactly where a bag of n-grams and the encoder's windows disagree.
-        selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if augmented else [])
-        blend = _fit_ngram(predictor, splits["train"] + augmented, selection, task, settings.seed, directory / NGRAM_DIR)
+        extra = extras.train and task.data_code.augment_validation
+        selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if extra else [])
+        blend = _fit_ngram(predictor, splits["train"] + extras.train, selection, task, settings.seed,
+                           directory / NGRAM_DIR)
         predictor = load()
     if task.problem_type == "token":
         calibration = _calibrate_entities(predictor, splits["validation"], task)
     else:
         rule = decision_rule(task, settings)
         plain = load_predictor(directory, batch_size=settings.eval_batch_size, device=device, plain=True)
-        calibration = rule | {"paths": {p.path: fit_path(p, splits["validation"], task, rule) for p in (predictor, plain)}}
+        rows = calibration_rows(splits["validation"], extras.calibration)
+        where = f"{len(splits['validation'])} validation rows" + (
+            f" and {len(extras.calibration)} rows written for training, weighted to count as much"
+            if extras.calibration else "")
+        calibration = rule | {"paths": {p.path: fit_path(p, rows, task, rule, where) for p in (predictor, plain)}}
     write_json(directory / CALIBRATION_FILE, calibration)
     if task.source_type_map:
         write_json(directory / SOURCE_TYPE_MAP_FILE, dict(task.source_type_map))
     return blend
+
+
+@dataclass(frozen=True)
+class Extras:
+    """A task's training-only rows, and the share of its written rows kept back for calibration."""
+
+    train: list[Row]
+    calibration: list[Row]
+
+
+CALIBRATION_SHARE = 0.2  # of the rows written for training: they join validation where thresholds are fitted
+
+
+def training_extras(task: Task, settings: TrainSettings, splits: dict[str, list[Row]]) -> Extras:
+    """The rows made from the train split, and those written for training (any whose text is also
+    in validation or test is left out). A fifth of the written rows, by group, is kept back: the
+    validation split of an exam-like data set does not look like a router's traffic, so the
+    temperature and threshold are fitted on validation and these rows together."""
+    if not settings.augment:
+        return Extras([], [])
+    made = task.augment(splits["train"], settings.seed) if task.augment else []
+    written = task.train_only() if task.train_only else []
+    held_out = {r.group for name in ("validation", "test") for r in splits.get(name, [])}
+    kept = [r for r in written if r.group not in held_out]
+    if len(kept) < len(written):
+        print(f"train: {len(written) - len(kept)} written training rows left out: their text is in validation or test")
+    if len(kept) < 10:
+        return Extras(made + kept, [])
+    from sklearn.model_selection import GroupShuffleSplit
+
+    splitter = GroupShuffleSplit(n_splits=1, test_size=CALIBRATION_SHARE, random_state=settings.seed)
+    trained, calibration = next(splitter.split(kept, groups=[r.group for r in kept]))
+    return Extras(made + [kept[i] for i in trained], [kept[i] for i in calibration])
+
+
+def calibration_rows(validation: list[Row], written: list[Row]) -> list[Row]:
+    """Validation, with the written rows repeated to weigh as much as it does together."""
+    if not written:
+        return validation
+    return validation + written * max(1, round(len(validation) / len(written)))
 
 
 CV_FOLDS = 5
@@ -448,15 +513,15 @@ def _cross_validation_fold(task: Task, settings: TrainSettings, parts: list[list
               "validation": parts[(i + 1) % folds], "test": parts[i]}
     print(f"cross-validation fold {i + 1}/{folds}: train {len(splits['train'])}, "
           f"validation {len(splits['validation'])}, test {len(splits['test'])}")
-    augmented = task.augment(splits["train"], settings.seed) if task.augment and settings.augment else []
+    extras = training_extras(task, settings, splits)
     fold_dir = scratch / f"fold{i}"
-    trainer, _, _ = _fit(task, settings, splits["train"] + augmented, splits["validation"], tokenizer, base,
+    trainer, _, _, _ = _fit(task, settings, splits["train"] + extras.train, splits["validation"], tokenizer, base,
                          fold_dir / "checkpoints", cuda, resumable=False)
     model_dir = fold_dir / "model"
     _write_model(model_dir, trainer, tokenizer, task, settings)
     del trainer  # one model in memory at a time
     release_memory()
-    _companions_and_calibration(model_dir, task, settings, splits, augmented, device)
+    _companions_and_calibration(model_dir, task, settings, splits, extras, device)
     predictor = load_predictor(model_dir, batch_size=settings.eval_batch_size, device=device)
     scored = score_rows(predictor, splits["test"], task)
     answers = fold_answers(predictor, splits["test"], task)
@@ -496,9 +561,11 @@ def train(settings: TrainSettings) -> Path | None:
         + f"; near-duplicates across splits: {manifest['audit']['near_duplicates']['count']}"
     )
 
-    augmented = task.augment(splits["train"], settings.seed) if task.augment and settings.augment else []
-    if augmented:
-        print(f"train: {len(augmented)} extra training-only rows made from the train split (--no-augment to skip)")
+    extras = training_extras(task, settings, splits)
+    if extras.train or extras.calibration:
+        print(f"train: {len(extras.train)} extra training-only rows" +
+              (f"; {len(extras.calibration)} written rows kept back for calibration" if extras.calibration else "") +
+              " (--no-augment to skip)")
 
     base = resolve_base(settings.base)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
@@ -517,7 +584,7 @@ def train(settings: TrainSettings) -> Path | None:
         state["prepared"] = True
 
     try:
-        trainer, train_output, schedule = _fit(task, settings, splits["train"] + augmented, splits["validation"],
+        trainer, train_output, schedule, distillation = _fit(task, settings, splits["train"] + extras.train, splits["validation"],
                                              tokenizer, base, checkpoints, cuda, settings.resume,
                                              before_training=prepare)
     except TrainingError:
@@ -537,13 +604,19 @@ def train(settings: TrainSettings) -> Path | None:
         _write_model(staging, trainer, tokenizer, task, settings)
         del trainer
         release_memory()
-        blend = _companions_and_calibration(staging, task, settings, splits, augmented, device)
+        blend = _companions_and_calibration(staging, task, settings, splits, extras, device)
         predictor = load_predictor(staging, batch_size=settings.eval_batch_size, device=device)
         metrics: dict[str, Any] = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
         if task.problem_type == "sequence":  # what a plain transformers consumer gets, at its own operating point
             plain = load_predictor(staging, batch_size=settings.eval_batch_size, device=device, plain=True)
             metrics["paths"] = {"transformers": {name: score_rows(plain, splits[name], task)
                                                  for name in ("validation", "test")}}
+        if task.kind == "classifier":  # requests are typed in a hurry: the test split again, with typos
+            typos = typo_copy(splits["test"], settings.seed)
+            described = {"data": {"source": f"the test split with seeded typos ({TYPO_RATE:.0%} of words, seed "
+                                            f"{settings.seed})", "split": TYPOS_SECTION}}
+            metrics[TYPOS_SECTION] = score_rows(predictor, typos, task) | described
+            metrics["paths"]["transformers"][TYPOS_SECTION] = score_rows(plain, typos, task) | described
         folds = cv_folds(settings, task, splits["test"])
         if folds and state["world_size"] > 1:
             print("cross-validation skipped: it runs in a single process (train without torchrun to get it)")
@@ -572,8 +645,12 @@ def train(settings: TrainSettings) -> Path | None:
             "world_size": state["world_size"],
             "device": device,
             "resumed": settings.resume,
-            "augmented_train_rows": len(augmented),
+            "augmented_train_rows": len(extras.train),
+            "written_train_rows": len({r.id for r in task.train_only()} & {r.id for r in extras.train})
+            if task.train_only else 0,
+            "written_calibration_rows": len(extras.calibration),
             "train_seconds": round(time.time() - started, 1),
+            "distillation": distillation,
             "ngram_blend": blend and {"weight": blend["weight"], "temperature": blend["temperature"]},
             "versions": library_versions(),
         }

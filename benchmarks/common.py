@@ -45,11 +45,11 @@ def run_summary(label: str, flags: list[str], wall: float, config: dict[str, Any
     }
 
 
-def record(name: str, result: dict[str, Any], header: list[str], row: list[str]) -> None:
-    """Write `results/NAME.json` (this run) and append a row to `results/NAME.md`."""
+def record(name: str, result: dict[str, Any], header: list[str], row: list[str], table: str | None = None) -> None:
+    """Write `results/NAME.json` (this run) and append a row to `results/TABLE.md` (default NAME)."""
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = RESULTS / f"{name}.md"
+    table = RESULTS / f"{table or name}.md"
     if not table.exists():
         table.write_text("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|\n")
     with table.open("a") as handle:

@@ -1,14 +1,17 @@
 """Train the default category configuration on the full local MMLU-Pro file and record the result.
 
-It also evaluates the model on the MMLU held-out set (mmlu-ood) and the hand-written chat set
-(eval/category_chat.jsonl), stores both in the artifact (metrics.json, model card), and never
-trains or tunes on either.
+Besides the test split (and its typo-perturbed copy, made in training), it evaluates the model on
+traffic-like sets it never trained or tuned on: the MMLU held-out set (mmlu-ood), the hand-written
+chat requests (eval/category_chat.jsonl) and conversations (eval/category_conversations.jsonl),
+for the routeclf path (serve, predict) and the plain transformers path, and stores them in the
+artifact (metrics.json, model card).
 
-Writes `benchmarks/results/train_category.json` (this run) and appends a row to
-`benchmarks/results/train_category.md`. On the same split, in the same run, it also scores a
-TF-IDF (word 1-2 + char 2-5 grams) + LinearSVC baseline, the number the encoder has to beat.
+Writes `benchmarks/results/train_category.json` (`train_category-LABEL.json` for `--label LABEL`)
+and appends a row to `benchmarks/results/train_category.md`. On the same split, in the same run,
+it also scores a TF-IDF (word 1-2 + char 2-5 grams) + LinearSVC baseline, the number the encoder
+has to beat.
 
-    python benchmarks/train_category.py [--data FILE] [--out DIR] [-- any `routeclf train` flags]
+    python benchmarks/train_category.py [--data FILE] [--out DIR] [--label NAME] [-- any `routeclf train` flags]
 """
 
 from __future__ import annotations
@@ -32,11 +35,31 @@ from routeclf.tasks import get_task
 from routeclf.training.ngram import NgramModel
 from routeclf.training.trainer import train
 
-CHAT = Path(__file__).resolve().parents[1] / "eval" / "category_chat.jsonl"
+EVAL = Path(__file__).resolve().parents[1] / "eval"
+PATHS = ("routeclf", "transformers")
 
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
+
+
+def sets_summary(metrics: dict) -> dict[str, dict]:
+    """Per evaluation set: the answer's accuracy and macro-F1, the top label's accuracy, the share
+    answered, and the weakest category's recall."""
+    summary = {}
+    for name in ("test", "test_typos", "ood", "chat", "conversations"):
+        m = metrics.get(name)
+        if not m:
+            continue
+        recalls = {label: r["recall"] for label, r in m["per_class"].items() if r["support"]}
+        worst = min(recalls, key=recalls.get)
+        summary[name] = {"n": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                         "top_label_accuracy": m["top_label"]["accuracy"],
+                         "answered": m.get("abstention", {}).get("coverage"),
+                         "worst_category": f"{worst} {recalls[worst]:.2f}",
+                         "recall_by_category": recalls,
+                         **({"conversation": m["conversation"]} if "conversation" in m else {})}
+    return summary
 
 
 def baseline(settings: TrainSettings) -> dict[str, float]:
@@ -65,14 +88,17 @@ def main() -> None:
     wall = time.time() - started
     # Evaluation-only data sets, stored in the artifact and its card (never trained or tuned on).
     extra = {"ood": (str(DATA_DIR / "mmlu-ood" / "mmlu_test_heldout_from_mmlu_pro.csv"), {}),
-             "chat": (str(CHAT), {"text": "text", "id": "id"})}
+             "chat": (str(EVAL / "category_chat.jsonl"), {"text": "text", "id": "id"}),
+             "conversations": (str(EVAL / "category_conversations.jsonl"), {})}
     for name, (path, fields) in extra.items():
         if Path(path).is_file():
-            save_evaluation(out, name, evaluate_artifact(out, path, "all", fields))
+            for consumer in PATHS:
+                save_evaluation(out, name, evaluate_artifact(out, path, "all", fields, path=consumer), consumer)
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "training_config.json").read_text())
-    test = metrics["test"]
-    plain = metrics["paths"]["transformers"]["test"]
+    by_path = {"routeclf": metrics, "transformers": metrics["paths"]["transformers"]}
+    figures = {consumer: sets_summary(m) for consumer, m in by_path.items()}
+    test, plain = metrics["test"], by_path["transformers"]["test"]
     result = {
         **run_summary(own.label, train_flags, wall, config),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {__import__('torch').get_num_threads()}",
@@ -80,36 +106,32 @@ def main() -> None:
         "steps_per_second": round(config["train_steps"] / wall, 3),
         "epoch_history": config["epoch_history"],
         "ngram_blend": config["ngram_blend"],
-        # The answer given (fallback below the threshold) and the top label, per consumer path.
-        "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"],
-        "test_top_label_accuracy": test["top_label"]["accuracy"],
+        "distillation": config.get("distillation"),
+        "augmented_train_rows": config.get("augmented_train_rows"),
+        # The answer given (fallback below the threshold) on every set, per consumer path.
+        "sets": figures,
         "test_abstention": test["abstention"],
-        "test_plain_transformers": {"accuracy": plain["accuracy"], "top_label_accuracy": plain["top_label"]["accuracy"],
-                                    "abstention": plain["abstention"], "ece": plain["ece"]},
+        "test_plain_transformers_abstention": plain["abstention"],
         "test_encoder_only_accuracy": test.get("encoder_only_accuracy"),
         "validation_accuracy": metrics["validation"]["accuracy"],
         "test_ece": test["ece"],
         "test_ece_uncalibrated": test["ece_uncalibrated"],
-        "ood_accuracy": metrics.get("ood", {}).get("accuracy"),
-        "ood_macro_f1": metrics.get("ood", {}).get("macro_f1"),
-        "chat_accuracy": metrics.get("chat", {}).get("accuracy"),
-        "chat_top_label_accuracy": metrics.get("chat", {}).get("top_label", {}).get("accuracy"),
-        "chat_macro_f1": metrics.get("chat", {}).get("macro_f1"),
-        "chat_answered": metrics.get("chat", {}).get("abstention", {}).get("coverage"),
         "baseline_tfidf_linearsvc": base,
         "settings": config["settings"],
     }
-    record("train_category", result,
-           ["date", "configuration", "wall (s)", "steps/s", "best epoch", "test acc (answer / top label)",
-            "test macro-F1", "answered", "plain transformers acc (answer / top label)", "TF-IDF+SVC acc", "test ECE",
-            "OOD macro-F1", "chat acc (answer / top label)"],
+    served, plain_sets = figures["routeclf"], figures["transformers"]
+
+    def both(name: str, key: str = "accuracy") -> str:
+        return f"{_fmt(served.get(name, {}).get(key))} / {_fmt(plain_sets.get(name, {}).get(key))}"
+
+    record("train_category" + ("" if own.label == "default" else f"-{own.label}"), result,
+           ["date", "configuration", "wall (s)", "test acc (serve / plain)", "test top label (serve / plain)",
+            "typos acc (serve / plain)", "OOD macro-F1 (serve / plain)", "chat acc (serve / plain)",
+            "chat worst category (serve)", "conversations acc (serve / plain)", "test ECE (serve)"],
            [result["date"][:10], f"{own.label} {' '.join(train_flags)}", str(result["wall_seconds"]),
-            str(result["steps_per_second"]), str(result["best_epoch"]),
-            f"{test['accuracy']:.4f} / {test['top_label']['accuracy']:.4f}", f"{test['macro_f1']:.4f}",
-            f"{test['abstention']['coverage']:.3f}", f"{plain['accuracy']:.4f} / {plain['top_label']['accuracy']:.4f}",
-            f"{base['accuracy']:.4f}", f"{test['ece']:.4f}", _fmt(result["ood_macro_f1"]),
-            f"{_fmt(result['chat_accuracy'])} / {_fmt(result['chat_top_label_accuracy'])}"])
+            both("test"), both("test", "top_label_accuracy"), both("test_typos"), both("ood", "macro_f1"),
+            both("chat"), f"{served.get('chat', {}).get('worst_category', '-')}", both("conversations"),
+            f"{test['ece']:.4f}"], table="train_category")
     print(json.dumps({k: v for k, v in result.items() if k not in ("settings", "epoch_history")}, indent=2))
 
 

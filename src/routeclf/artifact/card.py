@@ -63,6 +63,7 @@ PATH_USE = {
 def _path_use(name: str, blended: bool) -> str:
     return PATH_USE[name] + (", with the n-gram blend" if blended and name != "transformers" else "")
 
+
 TOKEN_RESULTS = Template("""## Results
 
 Entities count only with exact character span and type. The boundary-relaxed F1 beside it counts
@@ -299,7 +300,7 @@ def _sequence_results(metrics: dict[str, Any], calibration: dict[str, Any], task
     )
 
 
-def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task, blended: bool) -> str:
+def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: Task) -> str:
     sections = {name: m for name, m in metrics.items() if isinstance(m, dict) and "micro_f1" in m}
     test = metrics["test"]
     return TOKEN_RESULTS.substitute(
@@ -375,7 +376,8 @@ def write_model_card(directory: Path, task: Task) -> None:
         predict_note=predict_note,
         selection={"loss": "loss (a small validation split)", "micro_f1": "entity micro-F1"}.get(
             config.get("schedule", {}).get("metric"), "macro-F1"),
-        results=(_token_results if token_task else _sequence_results)(metrics, calibration, task, bool(blend)),
+        results=(_token_results(metrics, calibration, task) if token_task
+                 else _sequence_results(metrics, calibration, task, bool(blend))),
         data=manifest["data_source"],
         sha256=manifest["data_sha256"],
         n_rows=manifest["n_rows"],

@@ -6,21 +6,21 @@ from typing import Any
 
 import numpy as np
 
-from routeclf.data.sources import read_records
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.calibration import reliability
 from routeclf.evaluation.evaluate import slice_metrics
 from routeclf.evaluation.metrics import answer_metrics, softmax
-from routeclf.inference.conversation import Conversation, conversation_scores, read_messages
+from routeclf.inference.conversation import Conversation, gated_scores, read_messages
 from routeclf.inference.decision import decide
 from routeclf.inference.predictor import Predictor
 from routeclf.tasks import Task
 
 
-def read_conversations(data: str, task: Task, label_field: str) -> tuple[list[Conversation], np.ndarray]:
+def read_conversations(records: list[dict[str, Any]], data: str, task: Task,
+                       label_field: str) -> tuple[list[Conversation], np.ndarray]:
     """Conversations and their labels (the label of the latest user turn); bad rows are named."""
     conversations, y = [], []
-    for n, record in enumerate(read_records(data)):
+    for n, record in enumerate(records):
         label = record.get(label_field)
         if label not in task.label2id:
             raise RouteclfError(f"{data}: row {n}: label {label!r} is not one of the {task.name} task's labels")
@@ -40,20 +40,20 @@ def score_conversations(predictor: Predictor, conversations: list[Conversation],
     if task.kind != "classifier":
         raise RouteclfError("conversations are read by classifiers; a detector or tagger reads texts")
     policy = predictor.fitted_policy()
-    scores, used = conversation_scores(predictor.raw_scores, conversations, policy)
+    # Both readings once; the service's rule picks between them per conversation.
+    latest = predictor.raw_scores([c.latest for c in conversations])
+    always = predictor.raw_scores([c.context or c.latest for c in conversations])
+    scores, used = gated_scores(latest, always, conversations, policy)
     decisions = decide(scores, policy)
     metrics = answer_metrics(task, y, decisions)
     metrics["ece_uncalibrated"] = reliability(softmax(scores), y)["ece"]
     metrics["slices"] = {
-        "length": slice_metrics(y, decisions.answer, [task.length_band(c.latest) for c in conversations],
-                                                   None),
+        "length": slice_metrics(y, decisions.answer, [task.length_band(c.latest) for c in conversations], None),
         "read": slice_metrics(y, decisions.answer, ["with context" if u else "latest turn alone" for u in used], None),
     }
-    latest = decide(predictor.raw_scores([c.latest for c in conversations]), policy).answer
-    always = decide(predictor.raw_scores([c.context or c.latest for c in conversations]), policy).answer
     metrics["conversation"] = {
         "context_used": float(used.mean()),
-        "accuracy_latest_turn_only": float((latest == y).mean()),
-        "accuracy_always_with_context": float((always == y).mean()),
+        "accuracy_latest_turn_only": float((decide(latest, policy).answer == y).mean()),
+        "accuracy_always_with_context": float((decide(always, policy).answer == y).mean()),
     }
     return metrics

@@ -120,13 +120,12 @@ def evaluate_artifact(
     if predictor is None:
         backend, plain = path_backend(path)
         predictor = load_predictor(directory, backend=backend, plain=plain)
-    if split == "all" and data_source and conversation_file(data_source, task, fields):
-        from routeclf.evaluation.conversations import (
-            read_conversations,
-            score_conversations,
-        )
+    records = conversation_records(data_source, task, fields) if split == "all" and data_source else None
+    if records:
+        from routeclf.evaluation.conversations import read_conversations, score_conversations
 
-        conversations, y = read_conversations(data_source, task, (fields or {}).get("label") or task.label_field)
+        label = (fields or {}).get("label") or task.label_field
+        conversations, y = read_conversations(records, data_source, task, label)
         metrics = score_conversations(predictor, conversations, y, task)
         metrics["data"] = {"source": data_source, "split": split, "path": path, "rows": "conversations"}
         return metrics
@@ -136,15 +135,16 @@ def evaluate_artifact(
     return metrics
 
 
-def conversation_file(data_source: str, task: Task, fields: dict[str, str | None] | None) -> bool:
-    """A file of `messages` rows (and no text column) holds conversations."""
+def conversation_records(data_source: str, task: Task,
+                         fields: dict[str, str | None] | None) -> list[dict[str, Any]] | None:
+    """The rows of a file of `messages` rows (and no text column), read once; None for any other data."""
     from routeclf.data.sources import read_records
 
     if not Path(data_source).is_file():
-        return False
+        return None
     records = read_records(data_source)
     text = (fields or {}).get("text") or task.text_field
-    return bool(records) and "messages" in records[0] and text not in records[0]
+    return records if records and "messages" in records[0] and text not in records[0] else None
 
 
 def save_evaluation(directory: Path, name: str, metrics: dict[str, Any], path: str = "routeclf") -> None:

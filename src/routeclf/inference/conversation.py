@@ -46,15 +46,24 @@ def read_messages(messages: list[Message] | list[dict[str, Any]]) -> Conversatio
     return Conversation(users[-1], "\n".join([users[-1], *earlier]) if earlier else None)
 
 
+def gated_scores(latest: np.ndarray, context: np.ndarray, conversations: list[Conversation],
+                 policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+    """Per conversation, the latest turn's scores, or its context's where the latest alone is
+    below the threshold and there is context; and where the context decided."""
+    unsure = ~(decide(latest, policy).score >= policy.threshold)
+    use_context = unsure & np.array([c.context is not None for c in conversations], dtype=bool)
+    return np.where(use_context[:, None], context, latest), use_context
+
+
 def conversation_scores(
     score: Callable[[list[str]], np.ndarray], conversations: list[Conversation], policy: Policy
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores per conversation under the rule above, and whether the context decided."""
-    scores = np.asarray(score([c.latest for c in conversations]))
-    unsure = ~(decide(scores, policy).score >= policy.threshold)
-    use_context = np.array([bool(u) and c.context is not None for u, c in zip(unsure, conversations)], dtype=bool)
+    """Scores per conversation under the rule above (the context is scored only where needed),
+    and whether the context decided."""
+    latest = np.asarray(score([c.latest for c in conversations]))
+    _, use_context = gated_scores(latest, latest, conversations, policy)
+    scores = latest.copy()
     index = np.flatnonzero(use_context)
     if len(index):
-        scores = scores.copy()
         scores[index] = score([conversations[i].context for i in index])
     return scores, use_context

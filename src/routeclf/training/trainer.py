@@ -443,6 +443,7 @@ class Extras:
 
     train: list[Row]
     calibration: list[Row]
+    written_train: int = 0  # rows of `train` written for training (the rest made from the train split)
 
 
 CALIBRATION_SHARE = 0.2  # of the rows written for training: they join validation where thresholds are fitted
@@ -462,12 +463,12 @@ def training_extras(task: Task, settings: TrainSettings, splits: dict[str, list[
     if len(kept) < len(written):
         print(f"train: {len(written) - len(kept)} written training rows left out: their text is in validation or test")
     if len(kept) < 10:
-        return Extras(made + kept, [])
+        return Extras(made + kept, [], len(kept))
     from sklearn.model_selection import GroupShuffleSplit
 
     splitter = GroupShuffleSplit(n_splits=1, test_size=CALIBRATION_SHARE, random_state=settings.seed)
     trained, calibration = next(splitter.split(kept, groups=[r.group for r in kept]))
-    return Extras(made + [kept[i] for i in trained], [kept[i] for i in calibration])
+    return Extras(made + [kept[i] for i in trained], [kept[i] for i in calibration], len(trained))
 
 
 def calibration_rows(validation: list[Row], written: list[Row]) -> list[Row]:
@@ -646,8 +647,7 @@ def train(settings: TrainSettings) -> Path | None:
             "device": device,
             "resumed": settings.resume,
             "augmented_train_rows": len(extras.train),
-            "written_train_rows": len({r.id for r in task.train_only()} & {r.id for r in extras.train})
-            if task.train_only else 0,
+            "written_train_rows": extras.written_train,
             "written_calibration_rows": len(extras.calibration),
             "train_seconds": round(time.time() - started, 1),
             "distillation": distillation,

@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve serve clean
+.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve bench-soak serve clean
 
 install: $(VENV)/.installed
 
@@ -29,9 +29,15 @@ bench-train: install
 clean:
 	rm -rf $(VENV) models .pytest_cache
 
-bench-serve: install
+bench-bench-soak: install
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/serve_soak.py --model $(OUT) $(ARGS)
+
+serve: install
 	$(BIN)/routeclf export-onnx $(OUT) --quantize int8 --data $(DATA_DIR)/mmlu-pro/test.jsonl
 	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/serve_latency.py --model $(OUT) $(ARGS)
+
+bench-soak: install
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/serve_soak.py --model $(OUT) $(ARGS)
 
 serve: install
 	$(BIN)/routeclf serve --category $(OUT) $(ARGS)

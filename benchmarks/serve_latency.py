@@ -1,12 +1,16 @@
-"""Latency and throughput of `routeclf serve` for the torch, onnx and onnx-int8 backends.
+"""Latency, throughput, overload behaviour and CPU cost of `routeclf serve`, per backend.
 
-For each backend a server is started on a free loopback port and sent median-length MMLU-Pro
-questions: one at a time (p50/p95/p99 latency), then from 1, 8 and 32 concurrent clients
-(questions/s). The same Predictor is also timed in-process, without HTTP, one text and 32
-texts per call: the compute floor under the service's numbers. The clients run on the same
-machine as the server and take CPU from it. Writes `benchmarks/results/serve_latency.json` and `.md`.
+For each backend a server is started on a free loopback port (its default limits) and sent
+median-length MMLU-Pro questions: from 1, 8, 32 and 128 concurrent clients for a fixed time
+(p50/p95/p99 latency as the client sees it, answers per second, and the server's CPU seconds per
+answered request). The same Predictor is timed in-process, without HTTP, one text and 32 texts per
+call (wall time and CPU time per text): the compute floor under the service's figures. Then an
+overload run: a server with a small queue (`--max-queue`) and deadline is sent more than it can
+score; the share of requests refused (429/503 with Retry-After), the admitted requests' p99, and
+any 5xx or lost answer are reported. The clients run on the same machine and take CPU from it.
+Writes `benchmarks/results/serve_latency.json` and `.md`.
 
-    python benchmarks/serve_latency.py --model models/category [--requests 300] [--seconds 10]
+    python benchmarks/serve_latency.py --model models/category [--seconds 10] [--backends onnx-int8]
 """
 
 from __future__ import annotations
@@ -16,18 +20,20 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
-from routeclf.serving.e2e import start_server as serve_in_process
+from routeclf.serving.e2e import start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+CLIENTS = (1, 8, 32, 128)
+ENDPOINT = "/api/v1/classify/intent"
 
 
 def median_length_questions(path: Path, n: int) -> list[str]:
@@ -43,96 +49,155 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, backend: str, port: int) -> subprocess.Popen:
-    return serve_in_process(["--category", str(model), "--backend", backend, "--max-text-chars", "32000"], port)
+def server_cpu_seconds(server) -> float:
+    """CPU time of the server process and any worker processes it started."""
+    processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 
-def sequential(url: str, texts: list[str]) -> dict[str, float]:
-    latencies, errors = [], 0
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for text in texts[:10]:  # warm-up
-            client.post("/api/v1/classify/intent", json={"text": text})
-        for text in texts:
-            started = time.perf_counter()
-            response = client.post("/api/v1/classify/intent", json={"text": text})
-            latencies.append((time.perf_counter() - started) * 1000)
-            errors += response.status_code != 200
-    array = np.array(latencies)
-    return {"n": len(texts), "errors": errors, **{f"p{q}_ms": round(float(np.percentile(array, q)), 2) for q in (50, 95, 99)}}
-
-
-async def concurrent(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, float]:
-    done, errors = 0, 0
+async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, float]:
+    """`clients` concurrent clients, each sending one request after another for `seconds`."""
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
     stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def worker(offset: int) -> None:
-        nonlocal done, errors
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def worker(offset: int) -> None:
             i = offset
             while time.perf_counter() < stop:
-                response = await client.post("/api/v1/classify/intent", json={"text": texts[i % len(texts)]})
-                done += 1
-                errors += response.status_code != 200
+                started = time.perf_counter()
+                try:
+                    response = await client.post(ENDPOINT, json={"text": texts[i % len(texts)]})
+                    status = str(response.status_code)
+                except httpx.TransportError as exc:
+                    status = type(exc).__name__
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == "200":
+                    latencies.append((time.perf_counter() - started) * 1000)
                 i += clients
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(clients)))
-    elapsed = time.perf_counter() - started
-    return {"clients": clients, "requests": done, "errors": errors, "per_second": round(done / elapsed, 1)}
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        elapsed = time.perf_counter() - started
+    total = sum(statuses.values())
+    array = np.array(latencies or [np.nan])
+    return {
+        "clients": clients, "requests": total, "answered": statuses.get("200", 0),
+        "answers_per_second": round(statuses.get("200", 0) / elapsed, 1),
+        **{f"p{q}_ms": round(float(np.percentile(array, q)), 2) for q in (50, 95, 99)},
+        "refused": statuses.get("429", 0) + statuses.get("503", 0),
+        "server_errors": sum(n for s, n in statuses.items() if s.startswith("5") and s != "503"),
+        "lost": sum(n for s, n in statuses.items() if not s.isdigit()),
+        "statuses": statuses,
+    }
 
 
 def in_process(model: Path, backend: str, texts: list[str]) -> dict[str, float]:
-    """The same Predictor without HTTP: the compute floor the service cannot go below."""
+    """The same Predictor without HTTP: the compute floor the service cannot go below (wall and CPU
+    time per text, answers included)."""
     from routeclf.inference.predictor import Predictor
 
     predictor = Predictor(model, backend=backend)
-    predictor.predict_proba(texts[:8])
+    predictor.predict(texts[:8])
     timings = {}
     for batch in (1, 32):
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(texts), batch):
-            predictor.predict_proba(texts[i : i + batch])
-        timings[f"ms_per_text_batch{batch}"] = round((time.perf_counter() - started) * 1000 / len(texts), 2)
+            predictor.predict(texts[i : i + batch])
+        timings[f"ms_per_text_batch{batch}"] = round((time.perf_counter() - wall) * 1000 / len(texts), 3)
+        timings[f"cpu_ms_per_text_batch{batch}"] = round((time.process_time() - cpu) * 1000 / len(texts), 3)
     return timings
+
+
+def measure(model: Path, backend: str, texts: list[str], seconds: float) -> dict:
+    port = free_port()
+    server = start_server(["--category", str(model), "--backend", backend], port)
+    url = f"http://127.0.0.1:{port}"
+    runs = []
+    try:
+        asyncio.run(load(url, texts, 4, 2))  # warm-up
+        for clients in CLIENTS:
+            cpu = server_cpu_seconds(server)
+            run = asyncio.run(load(url, texts, clients, seconds))
+            run["server_cpu_ms_per_answer"] = round((server_cpu_seconds(server) - cpu) * 1000 / max(run["answered"], 1), 3)
+            runs.append(run)
+            print(backend, json.dumps(run))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return {"runs": runs}
+
+
+def overload(model: Path, backend: str, texts: list[str], seconds: float, clients: int, queue: int,
+             timeout_s: float) -> dict:
+    port = free_port()
+    server = start_server(["--category", str(model), "--backend", backend, "--max-queue", str(queue),
+                           "--request-timeout", str(timeout_s)], port)
+    try:
+        run = asyncio.run(load(f"http://127.0.0.1:{port}", texts, clients, seconds))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    run.update(max_queue=queue, request_timeout_s=timeout_s,
+               refused_share=round(run["refused"] / max(run["requests"], 1), 4))
+    print(backend, "overload", json.dumps(run))
+    return run
+
+
+def table(results: dict) -> str:
+    lines = ["| backend | clients | p50 ms | p95 ms | p99 ms | answers/s | server CPU ms/answer | in-process CPU ms/text "
+             "(batch 1 / 32) | CPU ratio | refused | 5xx | lost |", "|---" * 12 + "|"]
+    for backend, entry in results["backends"].items():
+        floor = entry["in_process"]
+        for run in entry["runs"]:
+            # One client is scored one text per call; many clients are batched.
+            reference = floor["cpu_ms_per_text_batch1" if run["clients"] == 1 else "cpu_ms_per_text_batch32"]
+            lines.append(
+                f"| {backend} | {run['clients']} | {run['p50_ms']} | {run['p95_ms']} | {run['p99_ms']} | "
+                f"{run['answers_per_second']} | {run['server_cpu_ms_per_answer']} | {floor['cpu_ms_per_text_batch1']} / "
+                f"{floor['cpu_ms_per_text_batch32']} | {run['server_cpu_ms_per_answer'] / reference:.2f} | "
+                f"{run['refused']} | {run['server_errors']} | {run['lost']} |")
+    lines += ["", "Overload (a small queue and deadline, more clients than the model can serve):", "",
+              "| backend | clients | max queue | deadline s | requests | refused share | admitted p50 / p99 ms | "
+              "5xx | lost |", "|---" * 9 + "|"]
+    for backend, entry in results["backends"].items():
+        run = entry["overload"]
+        lines.append(f"| {backend} | {run['clients']} | {run['max_queue']} | {run['request_timeout_s']} | "
+                     f"{run['requests']} | {run['refused_share']} | {run['p50_ms']} / {run['p99_ms']} | "
+                     f"{run['server_errors']} | {run['lost']} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("models/category"))
     parser.add_argument("--data", type=Path, default=DATA_DIR / "mmlu-pro" / "test.jsonl")
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--texts", type=int, default=300, help="median-length questions sent in turn")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load level")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--overload-clients", type=int, default=256)
+    parser.add_argument("--overload-queue", type=int, default=32)
+    parser.add_argument("--overload-timeout", type=float, default=1.0)
     args = parser.parse_args()
-    texts = median_length_questions(args.data, args.requests)
+    texts = median_length_questions(args.data, args.texts)
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model),
-               "cpus": os.cpu_count(), "median_question_chars": int(np.median([len(t) for t in texts])), "backends": {}}
+               "cpus": os.cpu_count(), "median_question_chars": int(np.median([len(t) for t in texts])),
+               "seconds_per_level": args.seconds, "backends": {}}
     for backend in args.backends:
-        floor = in_process(args.model, backend, texts)
-        port = free_port()
-        server = start_server(args.model, backend, port)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            entry = {"in_process": floor, "single": sequential(url, texts)}
-            entry["concurrent"] = [asyncio.run(concurrent(url, texts, c, args.seconds)) for c in (1, 8, 32)]
-            results["backends"][backend] = entry
-            print(backend, json.dumps(entry))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        entry = {"in_process": in_process(args.model, backend, texts)}
+        entry.update(measure(args.model, backend, texts, args.seconds))
+        entry["overload"] = overload(args.model, backend, texts, args.seconds, args.overload_clients,
+                                     args.overload_queue, args.overload_timeout)
+        results["backends"][backend] = entry
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| backend | in-process ms/text (1 / 32 per call) | p50 ms | p95 ms | p99 ms | q/s @1 | q/s @8 | q/s @32 | errors |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for backend, entry in results["backends"].items():
-        s, c = entry["single"], {x["clients"]: x for x in entry["concurrent"]}
-        errors = s["errors"] + sum(x["errors"] for x in entry["concurrent"])
-        f = entry["in_process"]
-        lines.append(f"| {backend} | {f['ms_per_text_batch1']} / {f['ms_per_text_batch32']} | {s['p50_ms']} | {s['p95_ms']} | {s['p99_ms']} | {c[1]['per_second']} | "
-                     f"{c[8]['per_second']} | {c[32]['per_second']} | {errors} |")
-    (RESULTS / "serve_latency.md").write_text(f"Measured {results['date']} on {results['cpus']} CPUs, "
-                                             f"model {args.model}\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = table(results)
+    (RESULTS / "serve_latency.md").write_text(
+        f"Measured {results['date']} on {results['cpus']} CPUs, model {args.model}, median question "
+        f"{results['median_question_chars']} characters, {args.seconds:g} s per load level; clients on the same "
+        f"machine.\n\n{text}\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,3 +108,105 @@ def train_tiny(tmp_path_factory, method: str, extra: list[str] = ()) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return train_tiny(tmp_path_factory, "full")
+
+
+@pytest.fixture(scope="session")
+def served_model(tiny_model: Path, tmp_path_factory) -> Path:
+    """A copy of the tiny model with its ONNX exports (fp32 and int8)."""
+    from routeclf.cli import main
+
+    target = tmp_path_factory.mktemp("serve") / "model"
+    shutil.copytree(tiny_model, target)
+    assert main(["export-onnx", str(target), "--quantize", "int8"]) == 0
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_ready(url: str, seconds: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/ready").status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never became ready")
+
+
+@contextlib.contextmanager
+def live_server(config) -> Iterator[str]:
+    """The service on a loopback port in this process, ready; yields its URL."""
+    import uvicorn
+
+    from routeclf.serving.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def served_process(arguments: list[str]) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`routeclf serve ARGUMENTS` in its own process on a loopback port, ready; yields it and its URL,
+    and stops it (SIGTERM) afterwards."""
+    from routeclf.serving.e2e import start_server
+
+    port = free_port()
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    server = start_server(arguments, port, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def require_data(relative: str) -> Path:
+    if not (DATA_DIR / relative).is_file():
+        pytest.skip(f"{relative} not found under {DATA_DIR}; set ROUTECLF_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def jailbreak_model(tmp_path_factory) -> Path:
+    """A tiny detector trained on a sample of the real jailbreak data."""
+    from routeclf.cli import main
+
+    data = require_data("jailbreak/jackhhao/default_full.csv")
+    out = tmp_path_factory.mktemp("jailbreak") / "model"
+    flags = ["--max-samples", "300", "--epochs", "1", "--max-length", "32", "--batch-size", "16", "--lr", "2e-4",
+             "--min-steps", "0"]
+    assert main(["train", "jailbreak", "--data", str(data), "--out", str(out), *flags]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def pii_model(tmp_path_factory) -> Path:
+    """A tiny tagger trained on a sample of the real PII data."""
+    from routeclf.cli import main
+
+    data = require_data("pii/presidio-synth/synth_dataset_v2.jsonl")
+    out = tmp_path_factory.mktemp("pii") / "model"
+    flags = ["--max-samples", "240", "--epochs", "1", "--max-length", "48", "--batch-size", "16", "--lr", "3e-4",
+             "--min-steps", "0"]
+    assert main(["train", "pii", "--data", str(data), "--out", str(out), *flags]) == 0
+    return out

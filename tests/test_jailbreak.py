@@ -48,11 +48,8 @@ def test_folder_missing_a_source_is_named(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def model(data_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("jailbreak") / "model"
-    flags = ["--max-samples", "300", "--epochs", "1", "--max-length", "32", "--batch-size", "16", "--lr", "2e-4", "--min-steps", "0"]
-    assert main(["train", "jailbreak", "--data", str(data_dir), "--out", str(out), *flags]) == 0
-    return out
+def model(jailbreak_model: Path) -> Path:
+    return jailbreak_model
 
 
 def test_artifact_mapping_threshold_and_gate(model: Path) -> None:

@@ -195,11 +195,8 @@ def test_split_is_grouped_by_template(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def model(data_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pii") / "model"
-    flags = ["--max-samples", "240", "--epochs", "1", "--max-length", "48", "--batch-size", "16", "--lr", "3e-4", "--min-steps", "0"]
-    assert main(["train", "pii", "--data", str(data_dir), "--out", str(out), *flags]) == 0
-    return out
+def model(pii_model: Path) -> Path:
+    return pii_model
 
 
 def test_artifact_contract_and_gate(model: Path) -> None:

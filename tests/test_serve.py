@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -17,18 +15,15 @@ from routeclf.cli import main
 from routeclf.inference.predictor import Predictor
 from routeclf.serving.app import ServeConfig, create_app
 from routeclf.tasks import get_task
+from conftest import live_server
 
 LABELS = set(get_task("category").labels)
 TEXTS = ["what is the derivative of a matrix equation", "the court ruled for the plaintiff in the contract case"]
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model: Path, tmp_path_factory) -> Path:
-    """A copy of the tiny model with its ONNX exports (fp32 and int8)."""
-    target = tmp_path_factory.mktemp("serve") / "model"
-    shutil.copytree(tiny_model, target)
-    assert main(["export-onnx", str(target), "--quantize", "int8"]) == 0
-    return target
+def model(served_model: Path) -> Path:
+    return served_model
 
 
 def wait_ready(client: TestClient) -> None:
@@ -223,42 +218,16 @@ def test_model_that_fails_to_load_is_503_not_a_guess(tmp_path: Path) -> None:
         assert response.status_code == 503 and response.json()["error"]["type"] == "model_not_ready"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_e2e_through_a_running_server(model: Path, backend: str, tmp_path: Path, capsys) -> None:
-    import uvicorn
-
     from conftest import synthetic_rows, write_jsonl
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(models={"category": model}, backend=backend)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        import httpx
-
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+    with live_server(ServeConfig(models={"category": model}, backend=backend)) as url:
         data = write_jsonl(tmp_path / "e2e.jsonl", synthetic_rows(per_label=2, seed=5))
         assert main(["e2e", "--url", url, "--data", str(data), "--min-accuracy", "0.3", "--batch-size", "8"]) == 0
         out = capsys.readouterr().out
         assert "e2e PASSED" in out and '"errors": 0' in out
         assert main(["e2e", "--url", url, "--data", str(data), "--min-accuracy", "1.01"]) == 1
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_a_reexport_replaces_every_onnx_path(model: Path, tmp_path: Path, capsys) -> None:
@@ -279,3 +248,134 @@ def test_an_export_does_not_approve_edited_files(model: Path, tmp_path: Path, ca
     (copy / "calibration.json").write_text(json.dumps(calibration))
     assert main(["export-onnx", str(copy)]) == 2
     assert "files changed since the model was evaluated (calibration.json)" in capsys.readouterr().err
+
+
+def post_raw(client: TestClient, path: str, body: bytes):
+    return client.post(path, content=body, headers={"content-type": "application/json"})
+
+
+def test_a_lone_surrogate_is_refused_before_it_reaches_the_model(client: TestClient) -> None:
+    response = post_raw(client, "/api/v1/classify/intent", b'{"text": "hello \\ud800 there"}')
+    assert response.status_code == 422 and response.json()["error"]["type"] == "unencodable_text"
+    assert "character 6" in response.json()["error"]["message"]
+    batch = post_raw(client, "/api/v1/classify/batch", b'{"texts": ["fine", "\\udfff"], "task_type": "intent"}')
+    assert batch.status_code == 422 and "texts[1]" in batch.json()["error"]["message"]
+    assert client.post("/api/v1/classify/intent", json={"text": TEXTS[0]}).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks():
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"z" * 1000
+        yield b'"}'
+
+    response = client.post("/api/v1/classify/intent", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["type"] == "body_too_large"
+
+
+def test_metrics_are_bounded_whatever_urls_clients_send(model: Path) -> None:
+    with TestClient(create_app(ServeConfig(models={"category": model}, api_key="k"))) as client:
+        wait_ready(client)
+        for i in range(40):
+            assert client.get(f"/random/{i}").status_code == 401  # refused before routing, still counted
+            client.post(f"/api/v1/classify/model{i}", headers={"Authorization": "Bearer k"}, json={"text": "x"})
+        text = client.get("/metrics").text
+    assert "random" not in text and "model7" not in text
+    assert 'routeclf_requests_total{endpoint="unmatched",status="4xx"} 40.0' in text
+    assert 'routeclf_errors_total{endpoint="/api/v1/classify/{name}",type="unknown_model"} 40.0' in text
+    for gauge in ("routeclf_in_flight_requests", 'routeclf_queue_depth{task="category"}'):
+        assert gauge in text
+
+
+def test_an_unexpected_failure_is_a_counted_json_500(client: TestClient, monkeypatch) -> None:
+    from routeclf.serving import answers
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(answers.ANSWERS, "classifier", broken)
+    response = client.post("/api/v1/classify/intent", json={"text": TEXTS[0]})
+    assert response.status_code == 500 and response.json()["error"]["type"] == "internal_error"
+    assert "boom" not in response.text  # no internals leak
+    assert 'type="internal_error"' in client.get("/metrics").text
+
+
+def slowed(client: TestClient, seconds: float) -> list[list[str]]:
+    """Slow the served model down; returns the batches it is asked to score."""
+    slot = client.app.state.slots["category"]
+    score, batches = slot._scorer, []
+
+    def slow(texts: list[str]):
+        batches.append(list(texts))
+        time.sleep(seconds)
+        return score(texts)
+
+    slot._scorer = slow
+    return batches
+
+
+def test_overload_is_refused_at_once_with_retry_after(model: Path) -> None:
+    import concurrent.futures
+
+    config = ServeConfig(models={"category": model}, max_batch_size=1, max_queue=2, request_timeout_s=0.5)
+    with TestClient(create_app(config)) as client:
+        wait_ready(client)
+        batches = slowed(client, 0.2)
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda i: client.post("/api/v1/classify/intent", json={"text": f"q {i}"}),
+                                    range(12)))
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) <= {200, 429, 503} and 200 in statuses and 429 in statuses, statuses
+        for answer in answers:
+            if answer.status_code != 200:
+                assert answer.headers["retry-after"] == "1"
+                assert answer.json()["error"]["type"] in ("overloaded", "deadline_exceeded")
+        time.sleep(0.5)
+        scored = [t for batch in batches for t in batch]
+        assert len(scored) <= sum(s == 200 for s in statuses) + 1  # refused work is not done anyway
+        text = client.get("/metrics").text
+        assert 'routeclf_rejections_total{reason="overloaded",task="category"}' in text
+
+
+def test_cost_is_counted_in_model_inputs(model: Path) -> None:
+    config = ServeConfig(models={"category": model}, max_request_inputs=3)
+    with TestClient(create_app(config)) as client:
+        wait_ready(client)
+        response = client.post("/api/v1/classify/batch", json={"texts": ["a", "b", "c", "d"], "task_type": "intent"})
+        assert response.status_code == 413 and response.json()["error"]["type"] == "too_much_work"
+        assert client.post("/api/v1/classify/batch", json={"texts": ["a", "b", "c"]}).status_code == 200
+
+
+def test_a_windowed_texts_cost_is_its_window_count(model: Path) -> None:
+    predictor = Predictor(model)
+    predictor.windowed, predictor.max_length = True, 32
+    texts = ["short question", " ".join(f"word{i}" for i in range(300)), "x " * 29]
+    pieces, owners = predictor._windows(texts)
+    assert predictor.model_inputs(texts) == [owners.count(i) for i in range(len(texts))]
+    assert predictor.model_inputs(texts)[1] > 5
+
+
+@pytest.mark.parametrize("remove", ["training_config.json", "calibration.json", "tokenizer_config.json"])
+def test_an_incomplete_model_directory_is_not_served(model: Path, tmp_path: Path, remove: str) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    (copy / remove).unlink()
+    with TestClient(create_app(ServeConfig(models={"category": copy}))) as client:
+        for _ in range(200):
+            if "failed" in client.get("/ready").text:
+                break
+            time.sleep(0.05)
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and f"missing {remove}" in ready.json()["models"]["category"]
+        response = client.post("/api/v1/classify/intent", json={"text": "hello"})
+        assert response.status_code == 503 and remove in response.json()["error"]["message"]
+        assert "retry-after" not in response.headers  # it will not get better by waiting
+
+
+def test_a_model_of_the_wrong_kind_for_its_endpoint_is_not_served(model: Path) -> None:
+    with TestClient(create_app(ServeConfig(models={"jailbreak": model}))) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "needs a detector" in ready.json()["models"]["jailbreak"]
+        response = client.post("/api/v1/classify/security", json={"text": "hello"})
+        assert response.status_code == 503 and response.json()["error"]["type"] == "model_not_ready"

@@ -4,9 +4,7 @@ one's own routes trained, validated and served by a process that has no code for
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -18,7 +16,7 @@ from routeclf.errors import RouteclfError
 from routeclf.tasks import BUILTIN, get_task, load_task, resolve_task
 from routeclf.tasks.taskfile import task_from_json
 
-from conftest import REPO, TINY, write_jsonl
+from conftest import REPO, TINY, served_process, write_jsonl
 
 ROUTES_TASK = REPO / "examples" / "routes" / "routes.yaml"
 ROUTES_DATA = REPO / "examples" / "routes" / "train.jsonl"
@@ -202,18 +200,8 @@ def test_a_task_of_ones_own_is_validated_and_evaluated(routes_model: Path, tmp_p
     assert "missing task.json" in capsys.readouterr().out
 
 
-def _serve(*models: str) -> tuple[subprocess.Popen, str]:
-    from routeclf.serving.e2e import start_server
-    from test_serve import free_port
-
-    port = free_port()
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    return start_server(list(models), port, env=env, stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}"
-
-
 def test_served_under_its_own_name_by_a_fresh_process(routes_model: Path, tmp_path: Path) -> None:
-    server, url = _serve("--model", f"routes={routes_model}")
-    try:
+    with served_process(["--model", f"routes={routes_model}"]) as (_, url):
         body = httpx.post(f"{url}/api/v1/classify/routes",
                           json={"text": "write a haiku about rain", "options": {"return_probabilities": True}}).json()
         assert set(body["probabilities"]) == set(ROUTES)
@@ -234,9 +222,6 @@ def test_served_under_its_own_name_by_a_fresh_process(routes_model: Path, tmp_pa
         data = write_jsonl(tmp_path / "e2e.jsonl", [{"text": "hello, how are you", "label": "chitchat"},
                                                    {"text": "what is 12 times 7", "label": "math"}])
         assert main(["e2e", "--url", url, "--task", "routes", "--data", str(data), "--min-accuracy", "0"]) == 0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_version_changes_with_the_calibration(routes_model: Path, tmp_path: Path) -> None:

@@ -92,6 +92,20 @@ def test_head_and_pooler_were_trained(fixture: str, request) -> None:
     assert not torch.allclose(trained["classifier.weight"], fresh.classifier.weight)
 
 
+def _encoder_drift(directory: Path) -> float:
+    trained = load_file(str(directory / "model.safetensors"))
+    base = load_file(str(Path(resolve_base("minilm").path) / "model.safetensors"))
+    return sum(float(((trained["bert." + name] - weight) ** 2).sum())
+               for name, weight in base.items() if "pooler" not in name and "bert." + name in trained)
+
+
+def test_preserve_base_keeps_the_encoder_nearer_the_base(full_model: Path, tmp_path_factory) -> None:
+    anchored = train_tiny(tmp_path_factory, "full", ["--preserve-base", "50"])
+    free, kept = _encoder_drift(full_model), _encoder_drift(anchored)
+    assert 0 < kept < free / 2, (kept, free)
+    assert json.loads((anchored / "training_config.json").read_text())["settings"]["preserve_base"] == 50
+
+
 def test_saved_metrics_are_reproduced_after_reload(full_model: Path) -> None:
     saved = json.loads((full_model / "metrics.json").read_text())["test"]
     again = evaluate_artifact(full_model, split="test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -183,7 +184,8 @@ def _named_models(args: argparse.Namespace) -> dict[str, Path]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from routeclf.serving.app import ServeConfig, api_key_from_env, check_model_names, create_app
+    from routeclf.serving.app import (CONFIG_ENV, WORKERS_ENV, ServeConfig, api_key_from_env, check_model_names,
+                                      create_app)
 
     from routeclf.serving.models import check_role
     from routeclf.tasks import load_task
@@ -195,12 +197,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise RouteclfError(str(exc)) from None
     for name, directory in models.items():  # a model that cannot be served is refused before starting
         check_role(name, load_task(directory), directory)
+    positive = {"--max-queue": args.max_queue, "--max-request-inputs": args.max_request_inputs,
+                "--request-timeout": args.request_timeout, "--workers": args.workers,
+                "--max-batch-size": args.max_batch_size}
+    for flag, value in positive.items():
+        if not value > 0:
+            raise RouteclfError(f"{flag} must be positive, got {value}")
     config = ServeConfig(
         models=models, backend=args.backend, api_key=api_key_from_env(args.api_key),
         max_text_chars=args.max_text_chars, max_batch_items=args.max_batch_items, max_body_bytes=args.max_body_bytes,
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+        max_request_inputs=args.max_request_inputs, request_timeout_s=args.request_timeout,
     )
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
+    # Each worker process builds its own app from this description (uvicorn imports the factory).
+    os.environ[CONFIG_ENV] = json.dumps(config.to_json())
+    os.environ[WORKERS_ENV] = str(args.workers)
+    uvicorn.run(f"{create_app.__module__}:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=args.graceful_timeout)
     return 0
 
 
@@ -294,11 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-text-chars", type=int, default=32_000)
     serve.add_argument("--max-batch-items", type=int, default=256, help="texts per /classify/batch request")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    serve.add_argument("--max-batch-size", type=int, default=32, help="texts per model call (micro-batching)")
+    serve.add_argument("--max-batch-size", type=int, default=32,
+                       help="model inputs (texts, or windows of long texts) per model call (micro-batching)")
     serve.add_argument(
         "--max-wait-ms", type=float, default=0.0,
         help="how long a micro-batch waits to fill; 0 takes whatever queued while the model was busy",
     )
+    serve.add_argument("--max-queue", type=int, default=1024,
+                       help="model inputs waiting per model; a request past it is answered 429 at once")
+    serve.add_argument("--max-request-inputs", type=int, default=512,
+                       help="model inputs one request may cost (a /batch call, or a long text's windows); past it: 413")
+    serve.add_argument("--request-timeout", type=float, default=5.0,
+                       help="seconds a request may wait to be scored; past it: 503 with Retry-After")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing nothing (each loads the models); a dead one is replaced")
+    serve.add_argument("--graceful-timeout", type=float, default=30.0,
+                       help="on SIGTERM, seconds to finish requests in flight before stopping")
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=cmd_serve)
 

@@ -86,6 +86,11 @@ class TrainSettings:
                           "(the rest: the label), so model.safetensors alone carries what the blend knows; 0: labels "
                           "alone"},
     )
+    preserve_base: float = field(
+        default=0.0,
+        metadata={"help": "full fine-tuning: add this weight times half the squared distance of the encoder's "
+                          "weights from the base's to the loss (L2-SP), keeping the base's sentence geometry; 0: off"},
+    )
     augment: bool = field(
         default=True,
         metadata={"help": "add the task's extra training rows: made from the train split alone (category: questions "
@@ -230,6 +235,8 @@ def validate_settings(s: TrainSettings) -> None:
         raise RouteclfError(f"--target-fpr must be in (0, 1), got {s.target_fpr}")
     if not 0 <= s.distil_ngram < 1:
         raise RouteclfError(f"--distil-ngram must be in [0, 1), got {s.distil_ngram}")
+    if s.preserve_base < 0:
+        raise RouteclfError(f"--preserve-base must be 0 (off) or positive, got {s.preserve_base}")
     if not 0 <= s.min_coverage <= 1:
         raise RouteclfError(f"--min-coverage must be in [0, 1], got {s.min_coverage}")
     if not 0 < s.abstain_accuracy <= 1:

@@ -8,6 +8,7 @@ test figures in `metrics.json`; an int8 model that misses its bars (below) is re
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +27,9 @@ MIN_AGREEMENT = 0.995
 MIN_PARITY_INPUTS = 200
 
 
+THREADS_ENV = "ROUTECLF_THREADS"  # threads per ONNX session (set per worker by `routeclf serve --workers`)
+
+
 def load_session(directory: Path, quantized: bool = False):
     import onnxruntime as ort
 
@@ -35,6 +39,7 @@ def load_session(directory: Path, quantized: bool = False):
         raise RouteclfError(f"{path} not found; run `routeclf export-onnx {directory}{hint}` first")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = int(os.environ.get(THREADS_ENV, "0"))  # 0: onnxruntime's choice
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -94,6 +94,28 @@ def _json(directory: Path, name: str) -> Any:
         raise CannotRun(f"cannot read {name}: {exc}") from exc
 
 
+def contract_files(directory: Path, task: Task) -> list[str]:
+    """Every file an artifact of this task must hold (besides optional exports)."""
+    expected = list(REQUIRED_FILES) + list(label_mappings(task))
+    if task.positive_label:
+        expected.append("roc_curve.png")
+    if task.kind == "classifier":
+        expected.append("coverage_curve.png")
+    if task.source_type_map:
+        expected.append(SOURCE_TYPE_MAP_FILE)
+    if (directory / "training_config.json").is_file():
+        config = _json(directory, "training_config.json")
+        if config.get("settings", {}).get("method") == "lora":
+            expected.append("adapter/adapter_config.json")
+        if config.get("ngram_blend"):
+            expected += ["ngram/blend.json", "ngram/ngram_config.json", "ngram/ngram.safetensors"]
+    return list(dict.fromkeys(expected))
+
+
+def missing_files(directory: Path, task: Task) -> list[str]:
+    return [name for name in contract_files(directory, task) if not (directory / name).is_file()]
+
+
 class Validator:
     def __init__(self, directory: Path, task: Task, required_labels: list[str], data: str | None,
                  thresholds: Thresholds) -> None:
@@ -132,23 +154,10 @@ class Validator:
 
     # -- checks -------------------------------------------------------------------------------
     def check_contract(self) -> str:
-        expected = list(REQUIRED_FILES) + list(label_mappings(self.task))
-        if self.task.positive_label:
-            expected.append("roc_curve.png")
-        if self.task.kind == "classifier":
-            expected.append("coverage_curve.png")
-        if self.task.source_type_map:
-            expected.append(SOURCE_TYPE_MAP_FILE)
-        if (self.directory / "training_config.json").is_file():
-            config = _json(self.directory, "training_config.json")
-            if config.get("settings", {}).get("method") == "lora":
-                expected.append("adapter/adapter_config.json")
-            if config.get("ngram_blend"):
-                expected += ["ngram/blend.json", "ngram/ngram_config.json", "ngram/ngram.safetensors"]
-        missing = [name for name in dict.fromkeys(expected) if not (self.directory / name).is_file()]
+        missing = missing_files(self.directory, self.task)
         if missing:
             raise CheckFailed(f"missing {', '.join(missing)}")
-        return f"{len(set(expected))} files present"
+        return f"{len(contract_files(self.directory, self.task))} files present"
 
     def _config_labels(self) -> list[str]:
         id2label = _json(self.directory, "config.json").get("id2label") or {}

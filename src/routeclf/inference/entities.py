@@ -14,6 +14,7 @@ from routeclf.artifact.writer import read_json
 from routeclf.data.alignment import Entity, decode_tags, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
+from routeclf.inference.cost import model_inputs, window_stride
 from routeclf.inference.predictor import CALIBRATION_FILE
 from routeclf.tasks import load_model_task
 from routeclf.training.models import model_class
@@ -61,7 +62,7 @@ class EntityPredictor:
     def word_scores(self, texts: list[str]) -> list[WordScores]:
         if not texts:
             return []
-        stride = max(1, self.max_length // 4)
+        stride = window_stride(self.max_length)
         encoded = self.tokenizer(
             texts, truncation=True, max_length=self.max_length, stride=stride,
             return_overflowing_tokens=True, return_offsets_mapping=True,
@@ -104,6 +105,10 @@ class EntityPredictor:
             logits = np.array([entry[2] for entry in ordered]) if ordered else np.zeros((0, len(self.labels)))
             results.append(WordScores([entry[1] for entry in ordered], logits))
         return results
+
+    def model_inputs(self, texts: list[str]) -> list[int]:
+        """Encoder inputs each text is read in (`routeclf.inference.cost`)."""
+        return model_inputs(self.tokenizer, texts, self.max_length, windowed=True)
 
     def raw_scores(self, texts: list[str]) -> np.ndarray:
         """Every word's raw logits, texts one after another (for checks and comparisons)."""

@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
+from routeclf.inference.cost import model_inputs, window_stride
 from routeclf.inference.decision import Decisions, Policy, decide
 from routeclf.tasks import load_model_task
 from routeclf.training.ngram import NgramModel, blend
@@ -165,7 +166,7 @@ class Predictor:
         """Texts cut into overlapping token windows (when the task reads windows), and each window's text."""
         if not self.windowed:
             return list(texts), list(range(len(texts)))
-        stride = max(1, self.max_length // 4)  # as the trainer's `window.stride`
+        stride = window_stride(self.max_length)
         pieces, owners = [], []
         for i, text in enumerate(texts):
             encoded = self.tokenizer(
@@ -182,6 +183,10 @@ class Predictor:
                 pieces.append(text[chars[0][0] : chars[-1][1]] if chars else text)
                 owners.append(i)
         return pieces, owners
+
+    def model_inputs(self, texts: list[str]) -> list[int]:
+        """Encoder inputs each text is read in (`routeclf.inference.cost`)."""
+        return model_inputs(self.tokenizer, texts, self.max_length, self.windowed)
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         if self.backend == "torch":

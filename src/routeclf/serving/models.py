@@ -28,12 +28,13 @@ class ModelSlot:
     `task.json`; the weights load in the background, and `/ready` reports either."""
 
     def __init__(self, name: str, directory: Path, backend: str, max_batch_size: int, max_wait_ms: float,
-                 on_batch) -> None:
+                 max_queue: int, on_batch) -> None:
         from routeclf.errors import RouteclfError
         from routeclf.tasks import load_task
 
         self.name, self.directory, self.backend = name, directory, backend
         self.max_batch_size, self.max_wait_ms, self.on_batch = max_batch_size, max_wait_ms, on_batch
+        self.max_queue = max_queue
         self.predictor = None
         self.version: str | None = None
         self.error: str | None = None
@@ -56,10 +57,15 @@ class ModelSlot:
     def load(self) -> None:
         if self.error is not None:
             return
+        from routeclf.artifact.validate import missing_files
         from routeclf.artifact.version import model_version
         from routeclf.inference import load_predictor
 
         try:
+            missing = missing_files(self.directory, self.task)
+            if missing:  # nothing is invented for a file that is not there
+                self.error = f"incomplete model directory: missing {', '.join(missing)}"
+                return
             predictor = load_predictor(self.directory, backend=self.served_backend)
             scorer = predictor.word_scores if self.kind == "tagger" else predictor.raw_scores
             scorer(WARMUP_TEXTS)
@@ -72,8 +78,13 @@ class ModelSlot:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def start(self) -> None:
-        self.batcher = MicroBatcher(self._score, self.max_batch_size, self.max_wait_ms, on_batch=self.on_batch)
+        self.batcher = MicroBatcher(self._score, self.max_batch_size, self.max_wait_ms, self.max_queue,
+                                    on_batch=self.on_batch)
         self.batcher.start()
+
+    def model_inputs(self, texts: list[str]) -> list[int]:
+        """What each text costs the model (`routeclf.inference.cost`)."""
+        return self.predictor.model_inputs(texts)
 
     def _score(self, texts: list[str]) -> list[Any]:
         """Per text: uncalibrated scores, or (taggers) word scores, that each request then turns

@@ -52,6 +52,7 @@ from routeclf.settings import TrainSettings
 from routeclf.tasks import TASK_FILE, Task, resolve_task
 from routeclf.training.distil import ngram_soft_targets
 from routeclf.training.models import build_model, resolve_base
+from routeclf.inference.cost import window_stride
 from routeclf.training.ngram import PARTIAL_AUC_MAX_FPR, NgramModel, choose_weight
 from routeclf.versions import library_versions
 
@@ -61,14 +62,26 @@ IGNORE_INDEX = -100  # positions the loss skips (special tokens, later sub-token
 class FiniteLossTrainer(Trainer):
     """Stops at the first non-finite training loss instead of training on garbage. Rows whose
     label is a probability distribution (distillation, see `training.distil`) train by the cross
-    entropy against it."""
+    entropy against it. With `anchor` set, the loss also pulls the encoder's weights back towards
+    the base's (L2-SP), so the sentence geometry the base learned survives fine-tuning."""
+
+    def __init__(self, *args, anchor: dict[str, torch.Tensor] | None = None, anchor_weight: float = 0.0,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.anchor, self.anchor_weight = anchor or {}, anchor_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         labels = inputs.get("labels")
         if labels is None or labels.dim() != 2 or not labels.is_floating_point():
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        loss = -(labels * torch.log_softmax(outputs.logits.float(), dim=-1)).sum(-1).mean()
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        else:
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            loss = -(labels * torch.log_softmax(outputs.logits.float(), dim=-1)).sum(-1).mean()
+        if self.anchor and model.training:
+            parameters = dict(model.named_parameters())
+            drift = sum(((parameters[name] - start.to(parameters[name].device)) ** 2).sum()
+                        for name, start in self.anchor.items())
+            loss = loss + self.anchor_weight / 2 * drift
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
@@ -105,7 +118,7 @@ def _token_dataset(rows: list[Row], task: Task, tokenizer, max_length: int):
 
     label2id = task.label2id
     encoded = tokenizer(
-        [r.text for r in rows], truncation=True, max_length=max_length, stride=max(1, max_length // 4),
+        [r.text for r in rows], truncation=True, max_length=max_length, stride=window_stride(max_length),
         return_overflowing_tokens=True, return_offsets_mapping=True,
     )
     labels = []
@@ -378,8 +391,15 @@ def _fit(task: Task, settings: TrainSettings, train_rows: list[Row], validation_
         targets, distillation = ngram_soft_targets(train_rows, task, settings.distil_ngram, settings.seed)
         print(f"distillation: n-gram out-of-fold accuracy {distillation['ngram_out_of_fold_accuracy']:.4f} on "
               f"{len(train_rows)} training rows, weight {settings.distil_ngram}")
+    anchor = ({name: p.detach().clone() for name, p in model.base_model.named_parameters() if "pooler" not in name}
+              if settings.preserve_base and settings.method == "full" else None)
+    if anchor is not None:  # names as the whole model spells them
+        prefix = model.base_model_prefix + "."
+        anchor = {prefix + name: start for name, start in anchor.items()}
     trainer = FiniteLossTrainer(
         model=model,
+        anchor=anchor,
+        anchor_weight=settings.preserve_base,
         args=arguments,
         train_dataset=_dataset(train_rows, task, tokenizer, settings.max_length, targets),
         eval_dataset=_dataset(validation_rows, task, tokenizer, settings.max_length),
@@ -400,7 +420,7 @@ def _write_model(directory: Path, trainer: Trainer, tokenizer, task: Task, setti
         trained = trained.merge_and_unload()
     trained.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    window = {"enabled": task.windowed, "max_length": settings.max_length, "stride": max(1, settings.max_length // 4)}
+    window = {"enabled": task.windowed, "max_length": settings.max_length, "stride": window_stride(settings.max_length)}
     write_json(directory / TASK_FILE, task.to_json() | {"window": window})
 
 

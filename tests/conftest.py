@@ -186,27 +186,24 @@ def require_data(relative: str) -> Path:
     return DATA_DIR
 
 
-@pytest.fixture(scope="session")
-def jailbreak_model(tmp_path_factory) -> Path:
-    """A tiny detector trained on a sample of the real jailbreak data."""
+def train_on_sample(tmp_path_factory, task: str, relative: str, flags: list[str]) -> Path:
+    """A tiny model of a built-in task, trained on a sample of the real data (skipped without it)."""
     from routeclf.cli import main
 
-    data = require_data("jailbreak/jackhhao/default_full.csv")
-    out = tmp_path_factory.mktemp("jailbreak") / "model"
-    flags = ["--max-samples", "300", "--epochs", "1", "--max-length", "32", "--batch-size", "16", "--lr", "2e-4",
-             "--min-steps", "0"]
-    assert main(["train", "jailbreak", "--data", str(data), "--out", str(out), *flags]) == 0
+    data = require_data(relative)
+    out = tmp_path_factory.mktemp(task) / "model"
+    common = ["--epochs", "1", "--batch-size", "16", "--min-steps", "0"]
+    assert main(["train", task, "--data", str(data), "--out", str(out), *common, *flags]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def jailbreak_model(tmp_path_factory) -> Path:
+    return train_on_sample(tmp_path_factory, "jailbreak", "jailbreak/jackhhao/default_full.csv",
+                           ["--max-samples", "300", "--max-length", "32", "--lr", "2e-4"])
 
 
 @pytest.fixture(scope="session")
 def pii_model(tmp_path_factory) -> Path:
-    """A tiny tagger trained on a sample of the real PII data."""
-    from routeclf.cli import main
-
-    data = require_data("pii/presidio-synth/synth_dataset_v2.jsonl")
-    out = tmp_path_factory.mktemp("pii") / "model"
-    flags = ["--max-samples", "240", "--epochs", "1", "--max-length", "48", "--batch-size", "16", "--lr", "3e-4",
-             "--min-steps", "0"]
-    assert main(["train", "pii", "--data", str(data), "--out", str(out), *flags]) == 0
-    return out
+    return train_on_sample(tmp_path_factory, "pii", "pii/presidio-synth/synth_dataset_v2.jsonl",
+                           ["--max-samples", "240", "--max-length", "48", "--lr", "3e-4"])

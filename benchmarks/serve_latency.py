@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import psutil
 
-from routeclf.serving.e2e import start_server
+from routeclf.serving.e2e import served_latency_quantile, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_DIR = Path(os.environ.get("ROUTECLF_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -134,8 +134,11 @@ def overload(model: Path, backend: str, texts: list[str], seconds: float, client
     port = free_port()
     server = start_server(["--category", str(model), "--backend", backend, "--max-queue", str(queue),
                            "--request-timeout", str(timeout_s)], port)
+    url = f"http://127.0.0.1:{port}"
     try:
-        run = asyncio.run(load(f"http://127.0.0.1:{port}", texts, clients, seconds))
+        run = asyncio.run(load(url, texts, clients, seconds))
+        # The clients share the cores with the server; the service's own timing bounds its part.
+        run["served_p99_bound_s"] = served_latency_quantile(httpx.get(f"{url}/metrics").text, ENDPOINT, 0.99)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -151,21 +154,21 @@ def table(results: dict) -> str:
     for backend, entry in results["backends"].items():
         floor = entry["in_process"]
         for run in entry["runs"]:
-            # One client is scored one text per call; many clients are batched.
-            reference = floor["cpu_ms_per_text_batch1" if run["clients"] == 1 else "cpu_ms_per_text_batch32"]
+            # Against the cheaper of the two in-process figures: what the model alone costs at best.
+            reference = min(floor["cpu_ms_per_text_batch1"], floor["cpu_ms_per_text_batch32"])
             lines.append(
                 f"| {backend} | {run['clients']} | {run['p50_ms']} | {run['p95_ms']} | {run['p99_ms']} | "
                 f"{run['answers_per_second']} | {run['server_cpu_ms_per_answer']} | {floor['cpu_ms_per_text_batch1']} / "
                 f"{floor['cpu_ms_per_text_batch32']} | {run['server_cpu_ms_per_answer'] / reference:.2f} | "
                 f"{run['refused']} | {run['server_errors']} | {run['lost']} |")
     lines += ["", "Overload (a small queue and deadline, more clients than the model can serve):", "",
-              "| backend | clients | max queue | deadline s | requests | refused share | admitted p50 / p99 ms | "
-              "5xx | lost |", "|---" * 9 + "|"]
+              "| backend | clients | max queue | deadline s | requests | refused share | admitted p50 / p99 ms (clients) | "
+              "admitted p99 (service's own timing) | 5xx | lost |", "|---" * 10 + "|"]
     for backend, entry in results["backends"].items():
         run = entry["overload"]
         lines.append(f"| {backend} | {run['clients']} | {run['max_queue']} | {run['request_timeout_s']} | "
                      f"{run['requests']} | {run['refused_share']} | {run['p50_ms']} / {run['p99_ms']} | "
-                     f"{run['server_errors']} | {run['lost']} |")
+                     f"<= {run['served_p99_bound_s']} s | {run['server_errors']} | {run['lost']} |")
     return "\n".join(lines)
 
 
@@ -179,7 +182,11 @@ def main() -> None:
     parser.add_argument("--overload-clients", type=int, default=256)
     parser.add_argument("--overload-queue", type=int, default=32)
     parser.add_argument("--overload-timeout", type=float, default=1.0)
+    parser.add_argument("--table-only", action="store_true", help="rewrite the .md from the saved .json")
     args = parser.parse_args()
+    if args.table_only:
+        write_table(json.loads((RESULTS / "serve_latency.json").read_text()))
+        return
     texts = median_length_questions(args.data, args.texts)
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model),
                "cpus": os.cpu_count(), "median_question_chars": int(np.median([len(t) for t in texts])),
@@ -192,11 +199,16 @@ def main() -> None:
         results["backends"][backend] = entry
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve_latency.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_table(results)
+
+
+def write_table(results: dict) -> None:
     text = table(results)
     (RESULTS / "serve_latency.md").write_text(
-        f"Measured {results['date']} on {results['cpus']} CPUs, model {args.model}, median question "
-        f"{results['median_question_chars']} characters, {args.seconds:g} s per load level; clients on the same "
-        f"machine.\n\n{text}\n")
+        f"Measured {results['date']} on {results['cpus']} CPUs, model {results['model']}, median question "
+        f"{results['median_question_chars']} characters, {results['seconds_per_level']:g} s per load level; clients "
+        f"on the same machine. CPU ratio: the server's CPU time per answer over the cheaper in-process figure.\n\n"
+        f"{text}\n")
     print(text)
 
 

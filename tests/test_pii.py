@@ -262,6 +262,38 @@ def test_pii_endpoint(model: Path) -> None:
 
 
 
+def test_fusion_rule_trusts_patterns_and_adds_ner_only_where_nothing_was_found() -> None:
+    from routeclf.inference.hybrid import FusionRule, fuse
+    from routeclf.inference.recognizers import Findings
+
+    text = "Card 4111 1111 1111 1111 for Ana Silva in Lisbon"
+    e = lambda kind, value, confidence=0.9: Entity(kind, value, text.index(value), text.index(value) + len(value),
+                                                   confidence)
+    model = [e("PHONE_NUMBER", "4111 1111"), e("PERSON", "Ana")]
+    findings = Findings(patterns=[e("CREDIT_CARD", "4111 1111 1111 1111", 1.0), e("US_SSN", "1111 1111", 0.2)],
+                        ner=[e("PERSON", "Ana Silva", 0.85), e("LOCATION", "Lisbon", 0.85)])
+    plain = fuse(model, findings, FusionRule(pattern_threshold=0.5))
+    assert [(x.type, x.value) for x in plain] == [("CREDIT_CARD", "4111 1111 1111 1111"), ("PERSON", "Ana")]
+    with_ner = fuse(model, findings, FusionRule(pattern_threshold=0.5, ner_types=("PERSON", "LOCATION")))
+    assert [(x.type, x.value) for x in with_ner] == [("CREDIT_CARD", "4111 1111 1111 1111"), ("PERSON", "Ana"),
+                                                     ("LOCATION", "Lisbon")]  # the model's PERSON stands
+
+
+def test_the_fused_detector_is_fitted_on_validation_and_served(model: Path) -> None:
+    path = json.loads((model / "calibration.json").read_text())["paths"]["routeclf"]
+    assert set(path["fusion"]) == {"pattern_types", "pattern_threshold", "ner_types"}
+    assert "model alone" in path["fusion_validation_micro_f1"]
+    test = json.loads((model / "metrics.json").read_text())["test"]
+    assert set(test["parts"]) == {"token model", "Presidio alone"}
+    predictor = EntityPredictor(model)
+    text = "Wire it to DE89 3704 0044 0532 0130 00 and mail ops@example.org from 192.168.10.7"
+    (found,) = predictor.entities([text])
+    assert {("IBAN_CODE", "DE89 3704 0044 0532 0130 00"), ("EMAIL_ADDRESS", "ops@example.org"),
+            ("IP_ADDRESS", "192.168.10.7")} <= {(x.type, x.value) for x in found}
+    (alone,) = predictor.entities([text], fused=False)
+    assert all(x.type in PII.entity_types for x in alone)
+
+
 def test_missing_spans_column_is_named(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path, [{"text": "Jane Doe", "entities": []}])
     with pytest.raises(DataError, match="no spans column 'spans'.*--label-field"):

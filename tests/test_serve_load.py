@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +18,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 
 from routeclf.serving.app import ServeConfig
+from routeclf.serving.e2e import served_latency_quantile
 from conftest import live_server, served_process
 
 pytestmark = pytest.mark.slow
@@ -96,18 +96,6 @@ async def _storm(url: str, clients: int, requests_each: int) -> list[tuple[int |
     return [answer for answers in results for answer in answers]
 
 
-def served_latency_p99(metrics: str, endpoint: str) -> float:
-    """The upper bound of the latency bucket holding the 99th percentile of the service's own
-    timings of its 200 answers on `endpoint`."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    (family,) = [f for f in text_string_to_metric_families(metrics) if f.name == "routeclf_request_latency_seconds"]
-    buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples
-                     if s.name.endswith("_bucket") and s.labels["endpoint"] == endpoint and s.labels["status"] == "2xx")
-    total = buckets[-1][1]
-    return next(bound for bound, count in buckets if count >= 0.99 * total)
-
-
 def test_hundreds_of_clients_get_answers_or_fast_refusals(served_model: Path) -> None:
     timeout_s = 1.0
     with served_process(["--category", str(served_model), "--max-queue", "64", "--request-timeout",
@@ -119,7 +107,7 @@ def test_hundreds_of_clients_get_answers_or_fast_refusals(served_model: Path) ->
         # Admitted requests wait at most the deadline for the model, then are scored and answered.
         # (Timed by the service: 300 Python clients on the same cores add their own delay.)
         metrics = httpx.get(f"{url}/metrics").text
-        assert served_latency_p99(metrics, "/api/v1/classify/intent") <= 2 * timeout_s
+        assert served_latency_quantile(metrics, "/api/v1/classify/intent", 0.99) <= 2 * timeout_s
         assert httpx.get(f"{url}/health").status_code == 200
         after = httpx.post(f"{url}/api/v1/classify/intent", json={"text": TEXTS[0]})
         assert after.status_code == 200  # the service recovers at once

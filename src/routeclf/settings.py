@@ -91,6 +91,11 @@ class TrainSettings:
         metadata={"help": "full fine-tuning: add this weight times half the squared distance of the encoder's "
                           "weights from the base's to the loss (L2-SP), keeping the base's sentence geometry; 0: off"},
     )
+    recognizers: bool = field(
+        default=False,
+        metadata={"help": "taggers: fuse Presidio's pattern recognizers and the cased spaCy NER with the model, "
+                          "by a rule chosen on validation (docs/pii.md)"},
+    )
     augment: bool = field(
         default=True,
         metadata={"help": "add the task's extra training rows: made from the train split alone (category: questions "
@@ -213,6 +218,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         settings = dataclasses.replace(settings, ngram=False)
         if settings.cv_folds:
             raise RouteclfError("--cv-folds is for classifiers and detectors; a tagger's figures are per entity")
+    elif settings.recognizers:
+        raise RouteclfError("--recognizers is for taggers (pii); Presidio finds spans, not a text's label")
     validate_settings(settings)
     return settings
 

@@ -76,7 +76,7 @@ $summary
 
 `validation` chose the checkpoint, the temperature and the threshold; `test` was held out from
 all of it (its templates are in no other split).$extra_note
-
+$parts
 ## Calibration
 
 Temperature $temperature, fitted on validation words. Entities whose mean word confidence is
@@ -319,7 +319,25 @@ def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: T
         ),
         type_map=", ".join(f"{k} -> {v}" for k, v in (task.source_type_map or {}).items()),
         slices=_slice_tables(test),
+        parts=_parts_table(metrics, calibration),
     )
+
+
+def _parts_table(metrics: dict[str, Any], calibration: dict[str, Any]) -> str:
+    """A fused detector's parts, each on its own, beside the whole (docs/pii.md)."""
+    rule = calibration["paths"]["routeclf"].get("fusion")
+    if not rule:
+        return ""
+    sections = {name: m for name, m in metrics.items() if isinstance(m, dict) and "parts" in m}
+    rows = [f"| {name} | {part} | {p['micro_precision']:.4f} | {p['micro_recall']:.4f} | {p['micro_f1']:.4f} | "
+            f"{p['overlap_f1']:.4f} |"
+            for name, m in sections.items()
+            for part, p in {"fused (the answer given)": m, **m["parts"]}.items()]
+    return (f"\nThe answer is the token model fused with Presidio's recognizers: structured types from "
+            f"pattern recognizers at or above {rule['pattern_threshold']}, spaCy's second opinion for "
+            f"{', '.join(rule['ner_types']) or 'no type'} (chosen on validation; docs/pii.md). Each part alone:\n\n"
+            "| data | detector | micro precision | micro recall | micro-F1 | boundary-relaxed F1 |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
 
 
 def _first_sentence(function: Any) -> str:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from routeclf.tasks import Task
 
 
+PART_FIGURES = ("micro_precision", "micro_recall", "micro_f1", "overlap_f1", "macro_f1")
+
+
 def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
@@ -119,6 +122,19 @@ def score_entity_rows(predictor: EntityPredictor, rows: list[Row], task: Task,
             ece_uncalibrated=reliability(raw, y_true)["ece"],
             reliability_bins=curve["bins"],
         )
+    if predictor.fusion is not None:  # each part of the fused detector on its own
+        from routeclf.inference.recognizers import presidio_alone, recognize
+
+        alone = {
+            "token model": predictor.entities(texts, scores=scores, types=types, fused=False),
+            "Presidio alone": [presidio_alone(recognize(t), predictor.fusion.pattern_threshold) for t in texts],
+        }
+        metrics["parts"] = {}
+        for name, found_alone in alone.items():
+            m = entity_metrics(gold, [{(e.start, e.end, e.type) for e in f if e.type in types} for f in found_alone],
+                               types)
+            metrics["parts"][name] = {k: m[k] for k in PART_FIGURES} | {
+                "f1_by_type": {k: v["f1"] for k, v in m["per_class"].items() if v["support"]}}
     metrics["slices"] = {
         "length": _slices(gold, predicted, [task.length_band(t) for t in texts], types),
         "source": _slices(gold, predicted, [r.source for r in rows], types),

@@ -15,7 +15,9 @@ from routeclf.data.alignment import Entity, decode_tags, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.cost import model_inputs, window_stride
+from routeclf.inference.hybrid import FusionRule, fuse
 from routeclf.inference.predictor import CALIBRATION_FILE
+from routeclf.inference.recognizers import recognize
 from routeclf.tasks import load_model_task
 from routeclf.training.models import model_class
 
@@ -53,6 +55,8 @@ class EntityPredictor:
         calibration = saved.get("paths", {}).get("routeclf", {})
         self.temperature = float(calibration.get("temperature", 1.0))
         self.threshold = float(calibration.get("threshold", 0.0))
+        # Presidio's recognizers fused with the model, by a rule fitted on validation (`inference.hybrid`).
+        self.fusion: FusionRule | None = FusionRule.from_json(calibration["fusion"]) if "fusion" in calibration else None
 
     def _optional_json(self, name: str) -> dict:
         path = self.directory / name
@@ -115,9 +119,10 @@ class EntityPredictor:
         scores = self.word_scores(texts)
         return np.concatenate([w.logits for w in scores]) if scores else np.zeros((0, len(self.labels)))
 
-    def entities(self, texts: list[str], threshold: float | None = None,
-                 types: Iterable[str] | None = None, scores: list[WordScores] | None = None) -> list[list[Entity]]:
-        """Entities per text, each with its confidence; `types` keeps only those types."""
+    def entities(self, texts: list[str], threshold: float | None = None, types: Iterable[str] | None = None,
+                 scores: list[WordScores] | None = None, fused: bool = True) -> list[list[Entity]]:
+        """Entities per text, each with its confidence; `types` keeps only those types. With a
+        fusion rule (and `fused`), the model's entities are fused with Presidio's recognizers."""
         threshold = self.threshold if threshold is None else threshold
         wanted = set(types) if types is not None else None
         results = []
@@ -129,6 +134,8 @@ class EntityPredictor:
                 for (start, end), p, tag in zip(words.offsets, probabilities, path)
             ]
             found = merge_units(text, tagged, threshold)
+            if self.fusion is not None and fused:
+                found = fuse(found, recognize(text), self.fusion)
             results.append([e for e in found if wanted is None or e.type in wanted])
         return results
 

@@ -45,6 +45,18 @@ def start_server(arguments: list[str], port: int, timeout: float = 120.0, **pope
     raise RouteclfError(f"the server was not ready within {timeout:g} s")
 
 
+def served_latency_quantile(metrics: str, endpoint: str, quantile: float) -> float:
+    """From a `/metrics` text: the upper bound of the latency bucket that holds `quantile` of the
+    service's own timings of its 2xx answers on `endpoint` (as Prometheus' histogram_quantile
+    would bound it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (family,) = [f for f in text_string_to_metric_families(metrics) if f.name == "routeclf_request_latency_seconds"]
+    buckets = sorted((float(s.labels["le"]), s.value) for s in family.samples
+                     if s.name.endswith("_bucket") and s.labels["endpoint"] == endpoint and s.labels["status"] == "2xx")
+    return next(bound for bound, count in buckets if count >= quantile * buckets[-1][1])
+
+
 def _served_task(client, endpoint: str):
     """The task of the model behind `endpoint`, as the service describes it."""
     from routeclf.serving.models import ROLE_ENDPOINTS

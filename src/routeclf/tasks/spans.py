@@ -29,9 +29,10 @@ def _spans(record: dict, field: str, text: str, where: str, types: dict[str, str
     spans = []
     for span in record.get(field) or []:
         try:
-            start, end, kind = int(span["start"]), int(span["end"]), str(span["entity_type"])
+            start, end = int(span["start"]), int(span["end"])
+            kind = str(span["entity_type"] if "entity_type" in span else span["type"])  # presidio's name, or `type`
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{where}: a span lacks start, end or entity_type: {span!r}") from exc
+            raise DataError(f"{where}: a span lacks start, end or entity_type (or type): {span!r}") from exc
         if kind not in types:
             raise DataError(f"{where}: unknown entity type {kind!r}; known: {', '.join(sorted(types))} "
                             "(map it in the task's source_type_map)")

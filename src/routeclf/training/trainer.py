@@ -35,7 +35,7 @@ from routeclf.artifact.writer import (
     write_json,
     write_label_mappings,
 )
-from routeclf.data.alignment import decode_tags, merge_units, token_tags
+from routeclf.data.alignment import Entity, decode_tags, merge_units, token_tags
 from routeclf.data.sources import Fields, Row, load_rows, resolve_labels
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
@@ -302,9 +302,10 @@ def _fit_ngram(
 THRESHOLD_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task) -> dict[str, Any]:
+def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task, recognizers: bool) -> dict[str, Any]:
     """Token tasks: temperature on the validation words' tags, then the entity confidence
-    threshold with the best validation micro-F1 (ties: the lower threshold)."""
+    threshold with the best validation micro-F1 (ties: the lower threshold), then (with
+    `recognizers`) the rule fusing the model with Presidio's recognizers (`inference.hybrid`)."""
     texts = [r.text for r in rows]
     scores = predictor.word_scores(texts)
     logits, y = word_targets(rows, scores, task.labels)
@@ -318,16 +319,25 @@ def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task)
         predicted = [{(e.start, e.end, e.type) for e in entities} for entities in found]
         by_threshold[f"{threshold:.2f}"] = entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
     best = max(by_threshold, key=lambda t: (by_threshold[t], -float(t)))
-    return {
-        "fallback_label": task.fallback_label,
-        "paths": {"routeclf": {
-            "method": "temperature scaling on the validation split's words",
-            "temperature": predictor.temperature,
-            "threshold": float(best),
-            "threshold_rule": "entity confidence threshold with the best validation micro-F1",
-            "validation_micro_f1_by_threshold": by_threshold,
-        }},
+    path = {
+        "method": "temperature scaling on the validation split's words",
+        "temperature": predictor.temperature,
+        "threshold": float(best),
+        "threshold_rule": "entity confidence threshold with the best validation micro-F1",
+        "validation_micro_f1_by_threshold": by_threshold,
     }
+    if recognizers:
+        from routeclf.inference.hybrid import choose_rule
+        from routeclf.inference.recognizers import recognize
+
+        def micro_f1(found: list[list[Entity]]) -> float:
+            predicted = [{(e.start, e.end, e.type) for e in entities} for entities in found]
+            return entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
+
+        model = predictor.entities(texts, threshold=float(best), scores=scores, fused=False)
+        rule, trace = choose_rule(model, [recognize(t) for t in texts], micro_f1)
+        path |= {"fusion": rule.to_json(), "fusion_validation_micro_f1": trace}
+    return {"fallback_label": task.fallback_label, "paths": {"routeclf": path}}
 
 
 def checkpoint_directory(out: Path) -> Path:
@@ -442,7 +452,7 @@ def _companions_and_calibration(directory: Path, task: Task, settings: TrainSett
                            directory / NGRAM_DIR)
         predictor = load()
     if task.problem_type == "token":
-        calibration = _calibrate_entities(predictor, splits["validation"], task)
+        calibration = _calibrate_entities(predictor, splits["validation"], task, settings.recognizers)
     else:
         rule = decision_rule(task, settings)
         plain = load_predictor(directory, batch_size=settings.eval_batch_size, device=device, plain=True)

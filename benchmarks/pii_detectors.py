@@ -26,7 +26,7 @@ from routeclf.data.sources import Fields, load_rows, read_records
 from routeclf.data.split import apply_manifest
 from routeclf.evaluation.entities import entity_metrics
 from routeclf.inference.entities import EntityPredictor
-from routeclf.inference.hybrid import FusionRule, choose_rule, fuse
+from routeclf.inference.hybrid import FusionRule, fuse
 from routeclf.inference.recognizers import presidio_alone, recognize
 from routeclf.tasks import load_task
 from routeclf.tasks.spans import load_records, read_conll
@@ -44,6 +44,10 @@ def score(rows, found, types) -> dict:
     return {k: m[k] for k in ("n", "n_entities", "micro_precision", "micro_recall", "micro_f1", "macro_f1",
                               "overlap_f1")} | {"per_type_f1": {k: round(v["f1"], 4) for k, v in m["per_class"].items()
                                                                 if v["support"]}}
+
+
+def saved_calibration(directory: Path) -> dict:
+    return read_json(directory / "calibration.json")["paths"]["routeclf"]
 
 
 def main() -> None:
@@ -81,13 +85,16 @@ def main() -> None:
     chosen = {organizations: max(THRESHOLDS, key=lambda t: score(
         rows, [presidio_alone(f, t, organizations) for f in findings], types)["micro_f1"])
         for organizations in (False, True)}
-    rule, trace = choose_rule(found, findings, lambda predicted: score(rows, predicted, types)["micro_f1"])
+    # The fused rows use the rule the model was trained with: the answer the service gives.
+    rule = model.fusion or FusionRule()
+    trace = saved_calibration(args.model).get("fusion_validation_micro_f1", {})
     detectors = {
         "token model": lambda m, f: m,
         f"Presidio as shipped (threshold {chosen[False]})": lambda m, f: presidio_alone(f, chosen[False], False),
         f"Presidio with spaCy ORG (threshold {chosen[True]})": lambda m, f: presidio_alone(f, chosen[True], True),
         "fused: model + Presidio patterns": lambda m, f: fuse(m, f, FusionRule(pattern_threshold=rule.pattern_threshold)),
-        f"fused, chosen rule (+ spaCy {', '.join(rule.ner_types) or 'none'})": lambda m, f: fuse(m, f, rule),
+        f"fused, the model's rule (+ spaCy {', '.join(rule.ner_types) or 'none'}; the answer given)":
+            lambda m, f: fuse(m, f, rule),
     }
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model),
                "presidio_thresholds_chosen_on_validation": {"as shipped": chosen[False], "with ORG": chosen[True]},

@@ -164,7 +164,10 @@ OPEN_PATHS = ("/health", "/ready", "/metrics", "/docs", "/openapi.json")
 
 def route_template(routes, scope) -> str:
     """The route a request matched, as declared (`/api/v1/classify/{name}`), never the raw path:
-    metric labels stay bounded whatever URLs clients send."""
+    metric labels stay bounded whatever URLs clients send. The router records the route it chose;
+    requests it never saw (refused before routing) are matched here."""
+    if "route" in scope:
+        return scope["route"].path
     for route in routes:
         match, _ = route.matches(scope)
         if match != Match.NONE:

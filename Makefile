@@ -29,10 +29,7 @@ bench-train: install
 clean:
 	rm -rf $(VENV) models .pytest_cache
 
-bench-bench-soak: install
-	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/serve_soak.py --model $(OUT) $(ARGS)
-
-serve: install
+bench-serve: install
 	$(BIN)/routeclf export-onnx $(OUT) --quantize int8 --data $(DATA_DIR)/mmlu-pro/test.jsonl
 	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/serve_latency.py --model $(OUT) $(ARGS)
 

@@ -3,13 +3,23 @@
 From a folder laid out like the shared data folder, the rows combine three sources:
 jackhhao (`jailbreak/jackhhao/default_full.csv`: long DAN-style jailbreaks, benign prompts and
 role-play), deepset (`jailbreak/deepset-prompt-injections/{train,test}.csv`: short injections,
-English and German) and, as short benign hard negatives, a seeded sample of MMLU-Pro questions
-as large as the number of attacks. Without those short negatives and short injections a model
-learns length: a length-only rule already scores 0.80 on jackhhao alone.
+English and German) and, as short benign negatives, a seeded sample of MMLU-Pro questions as
+large as the number of attacks. Without those short negatives and short injections a model learns
+length: a length-only rule already scores 0.80 on jackhhao alone. The MMLU-Pro questions are easy
+padding (no detector flags them), so the threshold's false-positive budget is fitted without them
+(`threshold_excludes_sources` in the task file).
+
+Training only (`written_training_rows`): requests written for this project in English and six
+other languages, hard benign ones (prompts, roles and jailbreaks talked about; role-play; security
+work; ordinary requests in German, Spanish, French, Italian, Portuguese and Dutch) and attacks
+beyond the public sets' shapes (fiction, hypotheticals, hidden in documents, split over turns,
+obfuscated, non-English); provenance in `data/README.md`.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +34,7 @@ JACKHHAO = Path("jailbreak/jackhhao/default_full.csv")
 DEEPSET = (Path("jailbreak/deepset-prompt-injections/train.csv"), Path("jailbreak/deepset-prompt-injections/test.csv"))
 MMLU_PRO = Path("mmlu-pro/test.jsonl")
 NEGATIVES_SEED = 42  # fixed, so that reloading the folder always gives the same rows (and sha256)
+WRITTEN_FILES = ("jailbreak_train_en.jsonl", "jailbreak_train_multilingual.jsonl")
 
 
 def _read(root: Path, relative: Path) -> list[dict]:
@@ -108,3 +119,23 @@ def mixed_rows(rows: list[Row], seed: int) -> list[Row]:
                          attack.source))
         extra.append(Row(f"{attack.id}+benign-only", f"{preamble}\n{ending}", "benign", parts[0].group, parts[0].source))
     return extra
+
+
+def written_training_rows() -> list[Row]:
+    """Requests written for this project as training text (`data/README.md`). A conversation
+    trains as the detector reads it: its user and tool turns in order. Each row's source names
+    its language (`written-de`), so that slices report languages apart."""
+    from routeclf.data.sources import Row, normalise_text
+    from routeclf.inference.conversation import whole_conversation
+
+    folder = importlib.resources.files("routeclf.tasks") / "data"
+    rows = []
+    for name in WRITTEN_FILES:
+        for n, line in enumerate((folder / name).read_text(encoding="utf-8").splitlines()):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            text = whole_conversation(record["messages"]) if "messages" in record else record["text"]
+            rows.append(Row(f"{name.removesuffix('.jsonl')}-{n}", text, record["label"], normalise_text(text),
+                            f"written-{record['lang']}"))
+    return rows

@@ -8,8 +8,8 @@ from routeclf.tasks.base import DataCode
 LOADERS: dict[str, DataCode] = {
     "category": DataCode(augment=category.question_views, train_only=category.chat_training_rows),
     "jailbreak": DataCode(folder=jailbreak.load_folder, augment=jailbreak.mixed_rows, augment_validation=True,
-                          labels=("benign", "jailbreak")),
-    "pii": DataCode(folder=pii.load_folder),
+                          train_only=jailbreak.written_training_rows, labels=("benign", "jailbreak")),
+    "pii": DataCode(folder=pii.load_folder, train_only=pii.written_training_rows),
 }
 
 

@@ -55,7 +55,7 @@ def server_cpu_seconds(server) -> float:
     return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
 
 
-async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, float]:
+async def load(url: str, texts: list[str], clients: int, seconds: float, endpoint: str = ENDPOINT) -> dict[str, float]:
     """`clients` concurrent clients, each sending one request after another for `seconds`."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -68,7 +68,7 @@ async def load(url: str, texts: list[str], clients: int, seconds: float) -> dict
             while time.perf_counter() < stop:
                 started = time.perf_counter()
                 try:
-                    response = await client.post(ENDPOINT, json={"text": texts[i % len(texts)]})
+                    response = await client.post(endpoint, json={"text": texts[i % len(texts)]})
                     status = str(response.status_code)
                 except httpx.TransportError as exc:
                     status = type(exc).__name__
@@ -149,7 +149,7 @@ def overload(model: Path, backend: str, texts: list[str], seconds: float, client
 
 
 def table(results: dict) -> str:
-    lines = ["| backend | clients | p50 ms | p95 ms | p99 ms | answers/s | server CPU ms/answer | in-process CPU ms/text "
+    lines = ["| backend (measured) | clients | p50 ms | p95 ms | p99 ms | answers/s | server CPU ms/answer | in-process CPU ms/text "
              "(batch 1 / 32) | CPU ratio | refused | 5xx | lost |", "|---" * 12 + "|"]
     for backend, entry in results["backends"].items():
         floor = entry["in_process"]
@@ -157,7 +157,7 @@ def table(results: dict) -> str:
             # Against the cheaper of the two in-process figures: what the model alone costs at best.
             reference = min(floor["cpu_ms_per_text_batch1"], floor["cpu_ms_per_text_batch32"])
             lines.append(
-                f"| {backend} | {run['clients']} | {run['p50_ms']} | {run['p95_ms']} | {run['p99_ms']} | "
+                f"| {backend} ({entry.get('date', results['date'])[:16]}) | {run['clients']} | {run['p50_ms']} | {run['p95_ms']} | {run['p99_ms']} | "
                 f"{run['answers_per_second']} | {run['server_cpu_ms_per_answer']} | {floor['cpu_ms_per_text_batch1']} / "
                 f"{floor['cpu_ms_per_text_batch32']} | {run['server_cpu_ms_per_answer'] / reference:.2f} | "
                 f"{run['refused']} | {run['server_errors']} | {run['lost']} |")
@@ -191,8 +191,14 @@ def main() -> None:
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model),
                "cpus": os.cpu_count(), "median_question_chars": int(np.median([len(t) for t in texts])),
                "seconds_per_level": args.seconds, "backends": {}}
+    saved = RESULTS / "serve_latency.json"
+    if saved.is_file():  # a rerun of some backends keeps the others' last figures, each with its date
+        previous = json.loads(saved.read_text())
+        if previous.get("model") == str(args.model):
+            results["backends"] = {name: entry | {"date": entry.get("date", previous["date"])}
+                                   for name, entry in previous["backends"].items()}
     for backend in args.backends:
-        entry = {"in_process": in_process(args.model, backend, texts)}
+        entry = {"date": results["date"], "in_process": in_process(args.model, backend, texts)}
         entry.update(measure(args.model, backend, texts, args.seconds))
         entry["overload"] = overload(args.model, backend, texts, args.seconds, args.overload_clients,
                                      args.overload_queue, args.overload_timeout)

@@ -93,6 +93,44 @@ def test_past_its_deadline_a_request_fails_and_its_text_is_never_scored() -> Non
     assert scored == ["first"] and depth == 0
 
 
+def test_work_that_would_outlast_the_deadline_is_refused_at_once() -> None:
+    async def scenario():
+        model = Recorder(delay=0.2)
+        batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=0)
+        batcher.start()
+        assert await batcher.submit(["x" * 100], [1], 5) == ["X" * 100]  # 100 characters in about 0.2 s
+        slow = asyncio.ensure_future(batcher.submit(["y" * 100], [1], 5))
+        await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(Overloaded, match="deadline"):  # 0.2 s ahead and 0.2 s of its own: past 0.3 s
+            await batcher.submit(["z" * 100], [1], 0.3)
+        refused_after = asyncio.get_running_loop().time() - started
+        admitted = await batcher.submit(["w" * 100], [1], 5)  # the same work with time enough
+        await slow
+        await batcher.stop()
+        return refused_after, admitted, model.scored, batcher.depth, batcher.work_ahead
+
+    refused_after, admitted, scored, depth, work_ahead = run(scenario())
+    assert refused_after < 0.05 and admitted == ["W" * 100]
+    assert "z" * 100 not in scored and (depth, work_ahead) == (0, 0)
+
+
+def test_the_work_ahead_is_released_whatever_the_batch_ends_in() -> None:
+    async def scenario():
+        model = Recorder()
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=20)
+        batcher.start()
+        await asyncio.gather(batcher.submit(["good"], [1], 5), batcher.submit(["bad"], [1], 5),
+                             return_exceptions=True)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(["gone"], [1], 0.01)
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+        return batcher.depth, batcher.work_ahead
+
+    assert run(scenario()) == (0, 0)
+
+
 def test_batches_are_cut_by_model_inputs() -> None:
     async def scenario():
         model = Recorder(delay=0.2)

@@ -1,5 +1,5 @@
-"""What a text costs the model: the encoder inputs (windows) it is read in. The service limits and
-batches work in these units, not in characters."""
+"""What a text costs the model: the encoder inputs (windows) it is read in, which the service limits
+and batches, and the characters it reads, by which the service predicts how long its queue takes."""
 
 from __future__ import annotations
 
@@ -19,3 +19,14 @@ def model_inputs(tokenizer, texts: list[str], max_length: int, windowed: bool) -
     step = max(1, room - window_stride(max_length))
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return [1 if n <= room else 1 + math.ceil((n - room) / step) for n in lengths]
+
+
+# A text read whole is cut at `max_length` tokens; English runs about 4 to 5 characters a token, so
+# a text's first `max_length * CHARS_PER_TOKEN` characters bound what the model reads of it.
+CHARS_PER_TOKEN = 6
+
+
+def read_chars(text: str, max_length: int, windowed: bool) -> int:
+    """Characters of `text` the model reads: what its scoring time grows with (all of a windowed
+    text; a truncated text's head)."""
+    return len(text) if windowed else min(len(text), max_length * CHARS_PER_TOKEN)

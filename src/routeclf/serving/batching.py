@@ -1,11 +1,12 @@
 """Micro-batching with admission control: concurrent requests are scored together (what makes a CPU
-fast), the queue is bounded in model inputs, every request has a deadline, and one text that breaks
-the model fails alone."""
+fast), the queue is bounded in model inputs, a request that could not be scored within its deadline
+is refused before it queues, and one text that breaks the model fails alone."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,25 @@ class ScoringFailed(Exception):
 class Pending:
     text: str
     cost: int  # model inputs (windows) the text takes
+    work: int  # characters the model reads: what its scoring time grows with
     future: asyncio.Future
+
+
+class ScoringRate:
+    """Seconds the model takes per character read, averaged over recent batches: what predicts how
+    long the queue takes to drain. Unknown (None) until the first batch is scored."""
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self.seconds_per_char: float | None = None
+
+    def observe(self, seconds: float, chars: int) -> None:
+        rate = seconds / max(chars, 1)
+        previous = self.seconds_per_char
+        self.seconds_per_char = rate if previous is None else previous + self.smoothing * (rate - previous)
+
+    def seconds(self, chars: int) -> float:
+        return 0.0 if self.seconds_per_char is None else chars * self.seconds_per_char
 
 
 class MicroBatcher:
@@ -38,12 +57,15 @@ class MicroBatcher:
 
     `score` takes a list of texts and returns one result per text; it runs in a worker thread so the
     event loop keeps accepting requests meanwhile. At most `max_queue` model inputs wait; past that
-    `submit` raises `Overloaded` at once. Texts whose request has gone (deadline passed, client
-    disconnected) are dropped before scoring.
+    `submit` raises `Overloaded` at once, and so it does when the work ahead (queued and being
+    scored) would take longer than the request's deadline at the rate recent batches were scored:
+    a refusal with Retry-After at once rather than a deadline's 503 later. Texts whose request has
+    gone (deadline passed, client disconnected) are dropped before scoring.
     """
 
     def __init__(self, score: Callable[[list[str]], list[Any]], max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 max_queue: int = 1024, on_batch: Callable[[int], None] | None = None) -> None:
+                 max_queue: int = 1024, on_batch: Callable[[int], None] | None = None,
+                 read_chars: Callable[[str], int] = len) -> None:
         self.score = score
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -51,6 +73,9 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.pending: deque[Pending] = deque()
         self.depth = 0  # model inputs waiting
+        self.read_chars = read_chars  # characters of a text the model reads (a truncated text: fewer)
+        self.work_ahead = 0  # characters queued or being scored
+        self.rate = ScoringRate()
         self.wakeup: asyncio.Event | None = None
         self.worker: asyncio.Task | None = None
 
@@ -69,10 +94,15 @@ class MicroBatcher:
         assert self.wakeup is not None, "batcher not started"
         if self.depth + sum(costs) > self.max_queue:
             raise Overloaded(f"{self.depth} model inputs are queued; the limit is {self.max_queue}")
+        work = [self.read_chars(text) for text in texts]
+        expected = self.rate.seconds(self.work_ahead + sum(work))
+        if expected > timeout_s:
+            raise Overloaded(f"the work ahead would take about {expected:.1f} s; the deadline is {timeout_s:.1f} s")
         loop = asyncio.get_running_loop()
-        items = [Pending(text, cost, loop.create_future()) for text, cost in zip(texts, costs)]
+        items = [Pending(text, cost, chars, loop.create_future()) for text, cost, chars in zip(texts, costs, work)]
         self.pending.extend(items)
         self.depth += sum(costs)
+        self.work_ahead += sum(work)
         self.wakeup.set()
         try:
             async with asyncio.timeout(timeout_s):
@@ -93,6 +123,7 @@ class MicroBatcher:
             if item.future.done():
                 self.pending.popleft()
                 self.depth -= item.cost
+                self.work_ahead -= item.work
                 continue
             if batch and size + item.cost > self.max_batch_size:
                 break
@@ -126,6 +157,13 @@ class MicroBatcher:
 
     async def _score_batch(self, batch: list[Pending]) -> None:
         try:
+            await self._score(batch)
+        finally:
+            self.work_ahead -= sum(item.work for item in batch)
+
+    async def _score(self, batch: list[Pending]) -> None:
+        started = time.perf_counter()
+        try:
             results = await asyncio.to_thread(self.score, [item.text for item in batch])
         except Exception as exc:  # one text must not fail the others: score them one by one
             if len(batch) == 1:
@@ -134,8 +172,9 @@ class MicroBatcher:
                 return
             for item in batch:
                 if not item.future.done():
-                    await self._score_batch([item])
+                    await self._score([item])
             return
+        self.rate.observe(time.perf_counter() - started, sum(item.work for item in batch))
         for item, result in zip(batch, results):
             self._settle(item, result)
 

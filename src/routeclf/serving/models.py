@@ -50,10 +50,6 @@ class ModelSlot:
     def kind(self) -> str | None:
         return self.task.kind if self.task is not None else None
 
-    @property
-    def served_backend(self) -> str:
-        return "torch" if self.kind == "tagger" else self.backend  # no ONNX export for taggers yet
-
     def load(self) -> None:
         if self.error is not None:
             return
@@ -66,12 +62,14 @@ class ModelSlot:
             if missing:  # nothing is invented for a file that is not there
                 self.error = f"incomplete model directory: missing {', '.join(missing)}"
                 return
-            predictor = load_predictor(self.directory, backend=self.served_backend)
+            predictor = load_predictor(self.directory, backend=self.backend)
             scorer = predictor.word_scores if self.kind == "tagger" else predictor.raw_scores
             scorer(WARMUP_TEXTS)
-            if self.kind != "tagger":
-                predictor.fitted_policy()  # a path without its calibration is not served
-            self.version = model_version(self.directory, self.served_backend)
+            if self.kind == "tagger":  # a path without its calibration is not served
+                predictor.check_calibrated()
+            else:
+                predictor.fitted_policy()
+            self.version = model_version(self.directory, self.backend)
             self._scorer = scorer
             self.predictor = predictor
         except Exception as exc:  # reported by /ready and by 503s; the service stays up
@@ -79,12 +77,16 @@ class ModelSlot:
 
     def start(self) -> None:
         self.batcher = MicroBatcher(self._score, self.max_batch_size, self.max_wait_ms, self.max_queue,
-                                    on_batch=self.on_batch)
+                                    on_batch=self.on_batch, read_chars=self.read_chars)
         self.batcher.start()
 
     def model_inputs(self, texts: list[str]) -> list[int]:
         """What each text costs the model (`routeclf.inference.cost`)."""
         return self.predictor.model_inputs(texts)
+
+    def read_chars(self, text: str) -> int:
+        """Characters of a text the model reads: what predicts its scoring time."""
+        return self.predictor.read_chars(text)
 
     def _score(self, texts: list[str]) -> list[Any]:
         """Per text: uncalibrated scores, or (taggers) word scores, that each request then turns

@@ -4,8 +4,10 @@ gate and the /pii endpoint."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from routeclf.data.sources import Fields, load_rows
 from routeclf.data.split import make_split
 from routeclf.errors import DataError
 from routeclf.evaluation.entities import entity_metrics
-from routeclf.inference.entities import EntityPredictor, mask
+from routeclf.inference.entities import EntityPredictor
+from routeclf.inference.masking import mask, restore
 from routeclf.tasks import get_task
 from routeclf.tasks.pii import canonical_template
 from routeclf.tasks.spans import read_conll
@@ -120,8 +123,42 @@ def test_entity_metrics_exact_and_boundary_relaxed() -> None:
 def test_masking() -> None:
     text = "Jane Doe, jane@x.org"
     entities = [Entity("PERSON", "Jane Doe", 0, 8, 0.9), Entity("EMAIL_ADDRESS", "jane@x.org", 10, 20, 0.8)]
-    assert mask(text, entities) == "[PERSON], [EMAIL_ADDRESS]"
-    assert mask(text, []) == text
+    assert mask(text, entities).text == "[PERSON], [EMAIL_ADDRESS]"
+    assert mask(text, []).text == text
+
+
+def found(text: str, *spans: tuple[str, str]) -> list[Entity]:
+    """Entities at the first occurrence of each value at or after the previous one."""
+    entities, position = [], 0
+    for kind, value in spans:
+        start = text.index(value, position)
+        entities.append(Entity(kind, value, start, start + len(value), 0.9))
+        position = start + len(value)
+    return entities
+
+
+def test_numbered_placeholders_round_trip_and_keep_one_value_one_number() -> None:
+    text = "Jane wrote to Omar; Jane's card 4111 1111 1111 1111 was charged, Omar's too."
+    entities = found(text, ("PERSON", "Jane"), ("PERSON", "Omar"), ("PERSON", "Jane"),
+                     ("CREDIT_CARD", "4111 1111 1111 1111"), ("PERSON", "Omar"))
+    masked = mask(text, entities, "numbered")
+    assert masked.text == ("[PERSON_1] wrote to [PERSON_2]; [PERSON_1]'s card [CREDIT_CARD_1] was charged, "
+                           "[PERSON_2]'s too.")
+    assert masked.placeholders == {"[PERSON_1]": "Jane", "[PERSON_2]": "Omar", "[CREDIT_CARD_1]": "4111 1111 1111 1111"}
+    assert restore(masked.text, masked.placeholders) == text
+    # The LLM's answer uses the placeholders in its own order; each comes back as its value.
+    assert restore("Dear [PERSON_2], [PERSON_1] says hi", masked.placeholders) == "Dear Omar, Jane says hi"
+
+
+def test_numbered_placeholders_never_collide_with_the_users_own_text() -> None:
+    text = "Template: [PERSON_1] is replaced by Alice"
+    masked = mask(text, found(text, ("PERSON", "Alice")), "numbered")
+    assert masked.placeholders == {"[PERSON_2]": "Alice"}
+    assert restore(masked.text, masked.placeholders) == text
+    # A value that looks like a placeholder is put back as it is, not expanded again.
+    assert restore("[PERSON_1] and [PERSON_2]", {"[PERSON_1]": "[PERSON_2]", "[PERSON_2]": "Bo"}) == "[PERSON_2] and Bo"
+    with pytest.raises(ValueError, match="placeholder style"):
+        mask(text, [], "secret")
 
 
 def test_canonical_templates_match_across_files() -> None:
@@ -210,7 +247,53 @@ def test_artifact_contract_and_gate(model: Path) -> None:
     assert "entity micro-F1" in (model / "README.md").read_text() or "micro-F1" in (model / "README.md").read_text()
     assert main(["validate", str(model)]) == 0
     assert main(["validate", str(model), "--min-micro-f1", "1.01"]) == 1
-    assert main(["export-onnx", str(model)]) == 2  # ONNX is for sequence classifiers: a clear error
+
+
+def test_onnx_export_of_the_tagger_is_checked_measured_gated_and_served(model: Path, tmp_path: Path, capsys) -> None:
+    from fastapi.testclient import TestClient
+
+    from routeclf.serving.app import ServeConfig, create_app
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    assert main(["export-onnx", str(copy), "--quantize", "int8"]) == 0
+    report = json.loads((copy / "onnx" / "parity.json").read_text())
+    assert report["n_words"] > report["n_inputs"] >= 200
+    assert report["fp32"]["max_abs_logit_diff"] <= 1e-3 and report["fp32"]["top_label_agreement"] >= 0.995
+    assert "test_micro_f1_change" in report["int8"]
+    texts = ["Call Jane Doe at 212-555-0199 tomorrow.", "nothing to see here"]
+    np.testing.assert_allclose(EntityPredictor(copy, backend="onnx").raw_scores(texts),
+                               EntityPredictor(copy).raw_scores(texts), atol=1e-4)
+    # Each path has its own calibration (with the fusion rule) and its own test figures, and the gate
+    # recomputes them all.
+    calibration = json.loads((copy / "calibration.json").read_text())["paths"]
+    assert set(calibration) == {"routeclf", "onnx", "onnx-int8"} and all("fusion" in c for c in calibration.values())
+    assert set(json.loads((copy / "metrics.json").read_text())["paths"]) == {"onnx", "onnx-int8"}
+    assert "onnx-int8" in (copy / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["validate", str(copy)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("metrics reproduce"))
+    assert all(f"{path} micro_f1" in line for path in ("routeclf", "onnx", "onnx-int8"))
+    text = texts[0]
+    with TestClient(create_app(ServeConfig(models={"pii": copy}, backend="onnx-int8"))) as client:
+        for _ in range(300):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        body = client.post("/api/v1/classify/pii", json={"text": text}).json()
+        expected = EntityPredictor(copy, backend="onnx-int8").entities([text])[0]
+        assert body["entities"] == [asdict(e) for e in expected]
+        (info,) = client.get("/info/models").json()["models"]
+        assert info["backend"] == "onnx-int8" and info["test_metrics"]["micro_f1"] == pytest.approx(
+            json.loads((copy / "metrics.json").read_text())["paths"]["onnx-int8"]["test"]["micro_f1"])
+    # A model never exported is not served on an ONNX backend, and /ready says why.
+    with TestClient(create_app(ServeConfig(models={"pii": model}, backend="onnx"))) as client:
+        for _ in range(300):
+            ready = client.get("/ready")
+            if "failed" in json.dumps(ready.json()):
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 503 and "export-onnx" in json.dumps(ready.json())
 
 
 def test_windows_cover_long_texts(model: Path) -> None:
@@ -246,7 +329,14 @@ def test_pii_endpoint(model: Path) -> None:
         assert body["has_pii"] == bool(body["entities"])
         for entity in body["entities"]:
             assert text[entity["start"] : entity["end"]] == entity["value"] and 0 <= entity["confidence"] <= 1
-        assert body["masked_text"] == mask(text, [Entity(**e) for e in body["entities"]])
+        assert body["masked_text"] == mask(text, [Entity(**e) for e in body["entities"]]).text
+        assert body["placeholders"] is None
+        numbered = client.post("/api/v1/classify/pii", json={
+            "text": text, "options": {"confidence_threshold": 0.0, "placeholders": "numbered"}}).json()
+        assert numbered["entities"] == body["entities"] and numbered["placeholders"]
+        assert restore(numbered["masked_text"], numbered["placeholders"]) == text
+        unknown = client.post("/api/v1/classify/pii", json={"text": text, "options": {"placeholders": "x"}})
+        assert unknown.status_code == 422
         none = client.post("/api/v1/classify/pii", json={"text": text, "options": {"entity_types": ["IBAN_CODE"]}})
         assert all(e["type"] == "IBAN_CODE" for e in none.json()["entities"])
         bad = client.post("/api/v1/classify/pii", json={"text": text, "options": {"entity_types": ["SECRET"]}})
@@ -300,3 +390,31 @@ def test_missing_spans_column_is_named(tmp_path: Path) -> None:
         load_rows(path, PII, require_all_labels=False)
     rows = load_rows(path, PII, fields=Fields.for_task(PII, label="entities"), require_all_labels=False).rows
     assert rows[0].spans == ()
+
+
+def test_written_training_messages_load_with_valid_spans_and_stay_out_of_evaluation() -> None:
+    from routeclf.tasks.pii import written_training_rows
+
+    rows = written_training_rows()
+    assert len(rows) > 400 and {kind for r in rows for *_, kind in r.spans} == set(PII.entity_types)
+    evaluation = Path(__file__).resolve().parents[1] / "eval" / "pii_messages.jsonl"
+    held_out = {json.loads(line)["text"].lower() for line in evaluation.read_text().splitlines() if line.strip()}
+    assert not [r.text for r in rows if r.text.lower() in held_out]
+
+
+def test_presidio_addresses_follow_the_projects_convention() -> None:
+    from routeclf.tasks.pii import conventional_spans
+
+    text = "Ship to 81 Dikbas Road\nSuite 4\nTrancoso\n, GU\n 59797 or call. Zip 64389."
+    address = "81 Dikbas Road\nSuite 4\nTrancoso\n, GU\n 59797"
+    record = {"text": text, "masked": "Ship to {{address}} or call. Zip {{postcode}}.",
+              "spans": [{"entity_type": "ADDRESS", "start": 8, "end": 8 + len(address)},
+                        {"entity_type": "ADDRESS", "start": text.index("64389"), "end": text.index("64389") + 5}]}
+    spans = [(s["type"], text[s["start"]:s["end"]]) for s in conventional_spans(record)]
+    assert spans == [("STREET_ADDRESS", "81 Dikbas Road\nSuite 4"), ("LOCATION", "Trancoso"), ("LOCATION", "GU"),
+                     ("ZIP_CODE", "59797"), ("ZIP_CODE", "64389")]
+    # A record whose placeholders do not line up with its spans keeps its types (a bare postcode aside).
+    plain = {"text": "Lives at 12 Elm St, zip 10115", "masked": "Lives at {{x}}",
+             "spans": [{"entity_type": "STREET_ADDRESS", "start": 9, "end": 18},
+                       {"entity_type": "STREET_ADDRESS", "start": 24, "end": 29}]}
+    assert [s["type"] for s in conventional_spans(plain)] == ["STREET_ADDRESS", "ZIP_CODE"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from routeclf.errors import RouteclfError, TrainingError
 from routeclf.settings import TrainSettings, add_dataclass_arguments, settings_from_args
+from routeclf.inference.masking import PLACEHOLDER_STYLES
 
 
 def _add_field_flags(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +132,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from routeclf.inference import load_predictor
-    from routeclf.inference.entities import EntityPredictor, mask
+    from routeclf.inference.entities import EntityPredictor
+    from routeclf.inference.masking import mask
 
     texts = list(args.texts)
     if args.file:
@@ -145,7 +147,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if isinstance(predictor, EntityPredictor):
         for text, entities in zip(texts, predictor.entities(texts, args.threshold)):
             found = [asdict(e) for e in entities]
-            print(json.dumps({"text": text, "entities": found, "masked_text": mask(text, entities)}, ensure_ascii=False))
+            masked = mask(text, entities, args.placeholders)
+            answer = {"text": text, "entities": found, "masked_text": masked.text}
+            if args.placeholders == "numbered":
+                answer["placeholders"] = masked.placeholders
+            print(json.dumps(answer, ensure_ascii=False))
         return 0
     for text, result in zip(texts, predictor.predict(texts, args.top_k, args.threshold)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False))
@@ -345,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--threshold", type=float, default=None,
                          help="confidence below which the fallback label is answered (default: the artifact's)")
+    predict.add_argument("--placeholders", choices=PLACEHOLDER_STYLES, default="type",
+                         help="taggers: mask with [TYPE] or with numbered [TYPE_1] placeholders and print their map")
     predict.set_defaults(func=cmd_predict)
     return parser
 

@@ -76,7 +76,7 @@ $summary
 
 `validation` chose the checkpoint, the temperature and the threshold; `test` was held out from
 all of it (its templates are in no other split).$extra_note
-$parts
+$parts$paths
 ## Calibration
 
 Temperature $temperature, fitted on validation words. Entities whose mean word confidence is
@@ -320,7 +320,21 @@ def _token_results(metrics: dict[str, Any], calibration: dict[str, Any], task: T
         type_map=", ".join(f"{k} -> {v}" for k, v in (task.source_type_map or {}).items()),
         slices=_slice_tables(test),
         parts=_parts_table(metrics, calibration),
+        paths=_token_paths_table(metrics, calibration),
     )
+
+
+def _token_paths_table(metrics: dict[str, Any], calibration: dict[str, Any]) -> str:
+    """Each way the tagger is served, with its own calibration and test figures (once exported)."""
+    tests = {"routeclf": metrics["test"]} | {name: m["test"] for name, m in metrics.get("paths", {}).items() if "test" in m}
+    if len(tests) == 1:
+        return "\nONNX paths appear here once `routeclf export-onnx` has measured them.\n"
+    rows = [f"| {name} | {PATH_USE[name]} | {calibration['paths'][name]['temperature']:.3f} | "
+            f"{calibration['paths'][name]['threshold']:.2f} | {test['micro_f1']:.4f} | {test['overlap_f1']:.4f} |"
+            for name, test in tests.items()]
+    return ("\nEach way the detector is served, calibrated on validation on its own (test):\n\n"
+            "| path | how | temperature | threshold | micro-F1 | boundary-relaxed F1 |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
 
 
 def _parts_table(metrics: dict[str, Any], calibration: dict[str, Any]) -> str:

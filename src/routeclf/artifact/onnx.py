@@ -1,9 +1,10 @@
 """`routeclf export-onnx`: the encoder as ONNX (fp32, optionally int8), checked for parity.
 
 The export goes to `DIR/onnx/` only after parity holds on real inputs: max |logit difference|
-<= 1e-3 and >= 99.5% identical top labels for fp32. Each ONNX path (served with the n-gram blend,
-like the torch path) gets its own temperature and threshold, fitted on validation, and its own
-test figures in `metrics.json`; an int8 model that misses its bars (below) is refused.
+<= 1e-3 and >= 99.5% identical top labels for fp32 (taggers: every word's logits and tag). Each
+ONNX path (served with the n-gram blend, like the torch path) gets its own temperature and
+threshold (taggers: entity threshold and fusion rule), fitted on the rows the torch path's were,
+and its own test figures in `metrics.json`; an int8 model that misses its bars (below) is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MIN_AGREEMENT = 0.995
 MIN_PARITY_INPUTS = 200
 
 
+SPIN_US = 50
 THREADS_ENV = "ROUTECLF_THREADS"  # threads per ONNX session (set per worker by `routeclf serve --workers`)
 
 
@@ -40,15 +42,21 @@ def load_session(directory: Path, quantized: bool = False):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = int(os.environ.get(THREADS_ENV, "0"))  # 0: onnxruntime's choice
+    # onnxruntime's threads spin for a while after each run, waiting for the next: CPU burnt
+    # between a service's requests. A short spin cut the server's CPU per answer by about a fifth
+    # (benchmarks/serve_latency.py) at no cost in latency.
+    options.add_session_config_entry("session.intra_op.spin_duration_us", str(SPIN_US))
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _export_fp32(directory: Path, path: Path) -> None:
+def _export_fp32(directory: Path, path: Path, problem_type: str) -> None:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from routeclf.training.models import model_class
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    model = model_class(problem_type).from_pretrained(directory).eval()
     names = [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")]
 
     class LogitsOnly(torch.nn.Module):
@@ -67,7 +75,8 @@ def _export_fp32(directory: Path, path: Path) -> None:
             str(path),
             input_names=names,
             output_names=["logits"],
-            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names},
+                          "logits": {0: "batch", 1: "sequence"} if problem_type == "token" else {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )
@@ -87,26 +96,23 @@ def export_onnx(directory: Path, quantize: str | None = None, data: str | None =
     """Export, check parity, then fit and measure each ONNX path at its own operating point.
     All or nothing: `onnx/`, `calibration.json` and `metrics.json` change together, or not at all."""
     from routeclf.evaluation.evaluate import artifact_task
-    from routeclf.inference.predictor import Predictor
+    from routeclf.inference import load_predictor
 
     if quantize not in (None, "int8"):
         raise RouteclfError(f"unknown quantization {quantize!r}; supported: int8")
     task, _ = artifact_task(directory)
-    if task.problem_type != "sequence":
-        raise RouteclfError(f"ONNX export is for sequence classifiers; {directory} holds a {task.name} "
-                            f"({task.problem_type} classification) model, which is served with torch")
     _refuse_edited(directory)
     splits = _splits(directory, data)
     # Parity is about the export, not generalisation: test texts first, topped up with validation
     # and train texts (a small task's whole data when it holds fewer than MIN_PARITY_INPUTS).
     pool = [r.text for name in ("test", "validation", "train") for r in splits[name]]
     texts = pool[: max(MIN_PARITY_INPUTS, len(splits["test"]))]
-    reference = Predictor(directory)
+    reference = load_predictor(directory)
     previous = {name: (directory / name).read_bytes() for name in ("calibration.json", "metrics.json")}
     staging = Path(tempfile.mkdtemp(prefix=".onnx.partial-", dir=directory))
     final, backup = directory / ONNX_DIR, None
     try:
-        _export_fp32(directory, staging / FP32_FILE)
+        _export_fp32(directory, staging / FP32_FILE, task.problem_type)
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -119,7 +125,8 @@ def export_onnx(directory: Path, quantize: str | None = None, data: str | None =
             backup = directory / f".onnx.previous-{staging.name.rsplit('-', 1)[-1]}"
             final.rename(backup)
         staging.rename(final)
-        report, calibration, metrics = _check_and_measure(directory, task, reference, texts, splits, bool(quantize))
+        check = _check_and_measure_tagger if task.problem_type == "token" else _check_and_measure
+        report, calibration, metrics = check(directory, task, reference, texts, splits, bool(quantize))
         write_json(final / "parity.json", report)
         _record(directory, task, calibration, metrics)
     except BaseException:
@@ -154,6 +161,16 @@ def _refuse_edited(directory: Path) -> None:
                             f"({', '.join(changed) or 'no hashes recorded'}); retrain rather than export")
 
 
+def parity(logits: np.ndarray, torch_logits: np.ndarray, backend: str) -> dict[str, float]:
+    """How far an ONNX path's logits are from torch's (rows: texts, or a tagger's words); fp32
+    must be within its bars, int8 is judged on its answers afterwards."""
+    found = {"max_abs_logit_diff": float(np.abs(logits - torch_logits).max()),
+             "top_label_agreement": float((logits.argmax(1) == torch_logits.argmax(1)).mean())}
+    if backend == "onnx" and (found["max_abs_logit_diff"] > MAX_ABS_DIFF or found["top_label_agreement"] < MIN_AGREEMENT):
+        raise RouteclfError(f"ONNX fp32 export fails parity: {found}")
+    return found
+
+
 def _check_and_measure(directory: Path, task, reference, texts: list[str], splits, quantized: bool):
     """fp32 parity on logits; then each ONNX path's policy fitted on validation and its figures
     on test; int8 must stay within its bars against the torch path's figures."""
@@ -161,29 +178,66 @@ def _check_and_measure(directory: Path, task, reference, texts: list[str], split
     from routeclf.evaluation.calibration import fit_path
     from routeclf.evaluation.evaluate import score_rows
     from routeclf.inference.predictor import Predictor, policy_from
+    from routeclf.training.trainer import saved_threshold_rows
 
     torch_logits = reference.encoder_logits(texts)
     report: dict[str, Any] = {"n_inputs": len(texts), "max_abs_diff_limit": MAX_ABS_DIFF, "min_agreement": MIN_AGREEMENT}
     calibration = read_json(directory / "calibration.json")
     rule = {k: v for k, v in calibration.items() if k != "paths"}
+    # The rows the torch paths' thresholds were fitted on, so that every path is fitted alike.
+    rows, where = saved_threshold_rows(directory, task, splits)
     for name in ("onnx", "onnx-int8"):  # a path this export does not measure is no longer served
         calibration["paths"].pop(name, None)
     metrics: dict[str, dict[str, Any]] = {}
     for backend in ("onnx", "onnx-int8") if quantized else ("onnx",):
         predictor = Predictor(directory, backend=backend)
-        logits = predictor.encoder_logits(texts)
-        parity = {"max_abs_logit_diff": float(np.abs(logits - torch_logits).max()),
-                  "top_label_agreement": float((logits.argmax(1) == torch_logits.argmax(1)).mean())}
-        calibration["paths"][predictor.path] = fit_path(predictor, splits["validation"], task, rule)
+        report["fp32" if backend == "onnx" else "int8"] = parity(predictor.encoder_logits(texts), torch_logits, backend)
+        calibration["paths"][predictor.path] = fit_path(predictor, rows, task, rule, where)
         predictor.policy = policy_from(calibration, task, predictor.labels, predictor.path)
         metrics[predictor.path] = {name: score_rows(predictor, splits[name], task) for name in ("validation", "test")}
-        report["fp32" if backend == "onnx" else "int8"] = parity
-        if backend == "onnx" and (parity["max_abs_logit_diff"] > MAX_ABS_DIFF or parity["top_label_agreement"] < MIN_AGREEMENT):
-            raise RouteclfError(f"ONNX fp32 export fails parity: {parity}")
     if quantized:
         reference_test = score_rows(reference, splits["test"], task)
         report["int8"] |= int8_changes(reference_test, metrics["onnx-int8"]["test"])
         failures = int8_failures(report["int8"], reference_test)
+        if failures:
+            raise RouteclfError("the int8 model misses its parity bar, nothing was installed: " + "; ".join(failures))
+    return report, calibration, metrics
+
+
+def _check_and_measure_tagger(directory: Path, task, reference, texts: list[str], splits, quantized: bool):
+    """Taggers: fp32 parity on every word's logits; each ONNX path's temperature, entity threshold
+    and fusion rule fitted on validation and its entity figures on test; int8 within its bars
+    (word tags kept, entity micro-F1 against the torch path's)."""
+    from routeclf.artifact.writer import read_json
+    from routeclf.evaluation.entities import fit_entity_path, score_entity_rows
+    from routeclf.inference.entities import EntityPredictor
+    from routeclf.training.trainer import saved_threshold_rows
+
+    torch_logits = reference.raw_scores(texts)
+    report: dict[str, Any] = {"n_inputs": len(texts), "n_words": len(torch_logits), "max_abs_diff_limit": MAX_ABS_DIFF,
+                              "min_agreement": MIN_AGREEMENT}
+    calibration = read_json(directory / "calibration.json")
+    for name in ("onnx", "onnx-int8"):
+        calibration["paths"].pop(name, None)
+    recognizers = "fusion" in calibration["paths"]["routeclf"]
+    rows, where = saved_threshold_rows(directory, task, splits)  # as the torch path was fitted
+    metrics: dict[str, dict[str, Any]] = {}
+    for backend in ("onnx", "onnx-int8") if quantized else ("onnx",):
+        predictor = EntityPredictor(directory, backend=backend)
+        report["fp32" if backend == "onnx" else "int8"] = parity(predictor.raw_scores(texts), torch_logits, backend)
+        calibration["paths"][predictor.path] = fit_entity_path(predictor, rows, task, recognizers, where)
+        metrics[predictor.path] = {name: score_entity_rows(predictor, splits[name], task) for name in ("validation", "test")}
+    if quantized:
+        torch_test = read_json(directory / "metrics.json")["test"]
+        torch_f1 = torch_test["micro_f1"]
+        int8_f1 = metrics["onnx-int8"]["test"]["micro_f1"]
+        report["int8"] |= {"test_micro_f1_torch": torch_f1, "test_micro_f1_int8": int8_f1,
+                           "test_micro_f1_change": int8_f1 - torch_f1}
+        failures = [f"{name} {value:.4f} (required >= {limit:.4f})" for name, value, limit in (
+            ("word tag agreement", report["int8"]["top_label_agreement"], INT8_MIN_AGREEMENT),
+            # one entity is the finest step of a small test split: a change of one always passes
+            ("test entity micro-F1 change", int8_f1 - torch_f1,
+             -max(INT8_MAX_ACCURACY_DROP, 1 / max(torch_test["n_entities"], 1)))) if value < limit - 1e-9]
         if failures:
             raise RouteclfError("the int8 model misses its parity bar, nothing was installed: " + "; ".join(failures))
     return report, calibration, metrics

@@ -166,3 +166,48 @@ def format_entity_table(metrics: dict[str, Any]) -> str:
         lines.append(f"boundary-relaxed (same type, overlapping) micro P/R/F1={metrics['overlap_precision']:.4f}/"
                      f"{metrics['overlap_recall']:.4f}/{metrics['overlap_f1']:.4f}")
     return "\n".join(lines)
+
+
+THRESHOLD_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def fit_entity_path(predictor: EntityPredictor, rows: list[Row], task: Task, recognizers: bool,
+                    where: str = "the validation split") -> dict[str, Any]:
+    """A tagger path's calibration, fitted on validation rows and applied to `predictor`: the
+    temperature on the words' tags, then the entity confidence threshold with the best micro-F1
+    (ties: the lower threshold), then (with `recognizers`) the rule fusing the model with
+    Presidio's recognizers (`inference.hybrid`)."""
+    from routeclf.errors import TrainingError
+    from routeclf.evaluation.calibration import fit_temperature
+
+    texts = [r.text for r in rows]
+    scores = predictor.word_scores(texts)
+    logits, y = word_targets(rows, scores, task.labels)
+    if not len(y):
+        raise TrainingError("the validation split holds no words to calibrate on")
+    predictor.temperature = fit_temperature(logits, y)
+    gold = [set(r.spans) for r in rows]
+
+    def micro_f1(found: list) -> float:
+        predicted = [{(e.start, e.end, e.type) for e in entities} for entities in found]
+        return entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
+
+    by_threshold = {f"{t:.2f}": micro_f1(predictor.entities(texts, threshold=t, scores=scores, fused=False))
+                    for t in THRESHOLD_GRID}
+    best = max(by_threshold, key=lambda t: (by_threshold[t], -float(t)))
+    path = {
+        "method": f"temperature scaling on the words of {where}",
+        "temperature": predictor.temperature,
+        "threshold": float(best),
+        "threshold_rule": f"entity confidence threshold with the best micro-F1 on {where}",
+        "validation_micro_f1_by_threshold": by_threshold,
+    }
+    if recognizers:
+        from routeclf.inference.hybrid import choose_rule
+        from routeclf.inference.recognizers import recognize
+
+        model = predictor.entities(texts, threshold=float(best), scores=scores, fused=False)
+        rule, trace = choose_rule(model, [recognize(t) for t in texts], micro_f1)
+        path |= {"fusion": rule.to_json(), "fusion_validation_micro_f1": trace}
+    predictor.apply_calibration(path)
+    return path

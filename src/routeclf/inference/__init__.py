@@ -16,9 +16,9 @@ def load_predictor(directory: str | Path, **options: Any):
     if load_task(Path(directory)).problem_type == "token":
         from routeclf.inference.entities import EntityPredictor
 
-        # Taggers are served with torch (no ONNX export for them yet), through routeclf alone.
-        if options.pop("backend", "torch") != "torch" or options.pop("plain", False):
-            raise RouteclfError(f"{directory} holds a tagger, which is measured and served on the routeclf path alone")
+        # A tagger's answer needs routeclf's decoding and fusion: there is no plain transformers path.
+        if options.pop("plain", False):
+            raise RouteclfError(f"{directory} holds a tagger, which has no plain transformers path")
         return EntityPredictor(directory, **options)
     from routeclf.inference.predictor import Predictor
 

@@ -14,9 +14,9 @@ from routeclf.artifact.writer import read_json
 from routeclf.data.alignment import Entity, decode_tags, merge_units, units
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
-from routeclf.inference.cost import model_inputs, window_stride
+from routeclf.inference.cost import model_inputs, read_chars, window_stride
 from routeclf.inference.hybrid import FusionRule, fuse
-from routeclf.inference.predictor import CALIBRATION_FILE
+from routeclf.inference.predictor import BACKEND_PATHS, BACKENDS, CALIBRATION_FILE, arena_shrinkage
 from routeclf.inference.recognizers import recognize
 from routeclf.tasks import load_model_task
 from routeclf.training.models import model_class
@@ -35,28 +35,56 @@ class EntityPredictor:
     window where it sits furthest from an edge, and words merge into entities."""
 
     def __init__(self, directory: str | Path, device: str = "cpu", batch_size: int = 32,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, backend: str = "torch") -> None:
         self.directory = Path(directory)
         if not (self.directory / "config.json").is_file():
             raise RouteclfError(f"{self.directory} is not a model directory (no config.json)")
+        if backend not in BACKENDS:
+            raise RouteclfError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.task, window = load_model_task(self.directory)
         self.max_length: int = max_length or int(window.get("max_length") or 512)
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
-        self.model = model_class("token").from_pretrained(self.directory).to(self.device).eval()
-        id2label = self.model.config.id2label
+        self.backend = backend
+        self.path = BACKEND_PATHS[backend]
+        if backend == "torch":
+            self.model = model_class("token").from_pretrained(self.directory).to(self.device).eval()
+            config = self.model.config
+        else:
+            from transformers import AutoConfig
+
+            from routeclf.artifact.onnx import load_session
+
+            self.session = load_session(self.directory, quantized=backend == "onnx-int8")
+            self.session_inputs = [i.name for i in self.session.get_inputs()]
+            config = AutoConfig.from_pretrained(self.directory)
+        id2label = config.id2label
         self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
         self.entity_types = tuple(sorted({label[2:] for label in self.labels if label != "O"}))
-        saved = self._optional_json(CALIBRATION_FILE)  # absent only while training calibrates it
+        self.temperature, self.threshold = 1.0, 0.0
+        self.fusion: FusionRule | None = None
+        # Absent only while training (or an export) calibrates this path.
+        self.calibrated = False
+        saved = self._optional_json(CALIBRATION_FILE)
         if saved and "routeclf" not in saved.get("paths", {}):
             raise RouteclfError(f"{self.directory / CALIBRATION_FILE} has no routeclf path: the model was "
                                 "calibrated by an earlier version; retrain it")
-        calibration = saved.get("paths", {}).get("routeclf", {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.threshold = float(calibration.get("threshold", 0.0))
-        # Presidio's recognizers fused with the model, by a rule fitted on validation (`inference.hybrid`).
-        self.fusion: FusionRule | None = FusionRule.from_json(calibration["fusion"]) if "fusion" in calibration else None
+        if self.path in saved.get("paths", {}):
+            self.apply_calibration(saved["paths"][self.path])
+
+    def apply_calibration(self, section: dict) -> None:
+        """This path's temperature, entity threshold and (when fitted) the rule fusing the model with
+        Presidio's recognizers (`inference.hybrid`)."""
+        self.temperature = float(section["temperature"])
+        self.threshold = float(section["threshold"])
+        self.fusion = FusionRule.from_json(section["fusion"]) if "fusion" in section else None
+        self.calibrated = True
+
+    def check_calibrated(self) -> None:
+        if not self.calibrated:
+            raise RouteclfError(f"{self.directory} has no calibration for the {self.path} path in {CALIBRATION_FILE}"
+                                + ("; run routeclf export-onnx first" if "onnx" in self.path else ""))
 
     def _optional_json(self, name: str) -> dict:
         path = self.directory / name
@@ -78,8 +106,7 @@ class EntityPredictor:
         for start in range(0, n_windows, self.batch_size):
             index = order[start : start + self.batch_size]
             features = [{k: encoded[k][i] for k in self.tokenizer.model_input_names if k in encoded} for i in index]
-            batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
-            logits = self.model(**batch).logits.float().cpu().numpy()
+            logits = self._forward(features)
             for row, i in enumerate(index):
                 window_logits[i] = logits[row, : len(encoded["input_ids"][i])]
         # A word's extent is the union of its pieces in every window (a window edge may cut a long
@@ -110,9 +137,22 @@ class EntityPredictor:
             results.append(WordScores([entry[1] for entry in ordered], logits))
         return results
 
+    def _forward(self, features: list[dict]) -> np.ndarray:
+        """Token logits of a batch of tokenized windows, padded to the longest."""
+        if self.backend == "torch":
+            batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+            return self.model(**batch).logits.float().cpu().numpy()
+        batch = self.tokenizer.pad(features, return_tensors="np")
+        feed = {name: batch[name].astype(np.int64) for name in self.session_inputs}
+        return self.session.run(None, feed, arena_shrinkage())[0].astype(np.float32)
+
     def model_inputs(self, texts: list[str]) -> list[int]:
         """Encoder inputs each text is read in (`routeclf.inference.cost`)."""
         return model_inputs(self.tokenizer, texts, self.max_length, windowed=True)
+
+    def read_chars(self, text: str) -> int:
+        """Characters of a text the model reads (`routeclf.inference.cost`)."""
+        return read_chars(text, self.max_length, windowed=True)
 
     def raw_scores(self, texts: list[str]) -> np.ndarray:
         """Every word's raw logits, texts one after another (for checks and comparisons)."""
@@ -139,13 +179,3 @@ class EntityPredictor:
             results.append([e for e in found if wanted is None or e.type in wanted])
         return results
 
-
-def mask(text: str, entities: list[Entity]) -> str:
-    """The text with every entity's value replaced by `[TYPE]`."""
-    pieces, position = [], 0
-    for entity in sorted(entities, key=lambda e: e.start):
-        if entity.start < position:
-            continue
-        pieces += [text[position : entity.start], f"[{entity.type}]"]
-        position = entity.end
-    return "".join(pieces) + text[position:]

@@ -5,7 +5,7 @@ classifiers answer like `/classify/intent`, detectors like `/classify/security`,
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
@@ -23,16 +23,14 @@ class PiiOptions(BaseModel):
     entity_types: list[StrictStr] | None = None
     confidence_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     mask: bool = True
-
-
-class TextRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: StrictStr
-    options: Options | None = None
+    # "numbered": [PERSON_1]-style placeholders and the map back to the values (`inference.masking`).
+    placeholders: Literal["type", "numbered"] = "type"
 
 
 class ClassifierRequest(BaseModel):
-    """A classifier reads a text or a conversation (`messages`, the semantic router's chat shape)."""
+    """Classifiers and detectors read a text or a conversation (`messages`, the semantic router's
+    chat shape): a classifier its latest user turn (with context when unsure), a detector the
+    whole conversation (`routeclf.inference.conversation`)."""
 
     model_config = ConfigDict(extra="forbid")
     text: StrictStr | None = None
@@ -95,19 +93,21 @@ def detector_answer(predictor, text: str, scores, options: Options | None, elaps
 
 
 def tagger_answer(predictor, text: str, scores, options: PiiOptions | None, elapsed_ms: float) -> dict[str, Any]:
-    from routeclf.inference.entities import mask
+    from routeclf.inference.masking import mask
 
     options = options or PiiOptions()
     (entities,) = predictor.entities([text], options.confidence_threshold, options.entity_types, [scores])
+    masked = mask(text, entities, options.placeholders) if options.mask else None
     return {
         "has_pii": bool(entities),
         "entities": [asdict(e) for e in entities],
-        "masked_text": mask(text, entities) if options.mask else None,
+        "masked_text": masked.text if masked else None,
+        "placeholders": masked.placeholders if masked and options.placeholders == "numbered" else None,
         "threshold": predictor.threshold if options.confidence_threshold is None else options.confidence_threshold,
         "processing_time_ms": round(elapsed_ms, 3),
     }
 
 
 ANSWERS = {"classifier": classifier_answer, "detector": detector_answer, "tagger": tagger_answer}
-REQUESTS = {"classifier": ClassifierRequest, "detector": TextRequest, "tagger": PiiRequest}
+REQUESTS = {"classifier": ClassifierRequest, "detector": ClassifierRequest, "tagger": PiiRequest}
 OPTIONS = {"classifier": Options, "detector": Options, "tagger": PiiOptions}

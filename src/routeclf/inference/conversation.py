@@ -1,12 +1,16 @@
 """A conversation (`messages`, as chat APIs and the vLLM semantic router send it) read as the
-text a classifier scores.
+text a classifier or a detector scores.
 
-The request to route is the latest user turn. A follow-up ("and why does that happen?") says
-nothing alone, so the earlier user turns are its context; but a user who changes the subject
-would be misrouted by the old topic. The rule: the latest user turn alone decides when its answer
+A detector judges the whole conversation (`whole_conversation`): every user turn, and every tool
+turn (content fetched from elsewhere, where injected instructions hide), in order, so that an
+attack set up in one turn and cashed in later is read as one text.
+
+A classifier routes the request: the latest user turn. A follow-up ("and why does that
+happen?") says nothing alone, so the earlier user turns are its context; but a user who changes
+the subject would be misrouted by the old topic. The rule: the latest user turn alone decides when its answer
 is confident (at or above the model's threshold); otherwise the latest turn followed by the
 earlier user turns, most recent first, is scored and decides. Assistant and system turns are
-never read: they are the router's own output or configuration, not the user's request.
+never read, by either: they are the router's own output or configuration, not the user's request.
 """
 
 from __future__ import annotations
@@ -44,6 +48,18 @@ def read_messages(messages: list[Message] | list[dict[str, Any]]) -> Conversatio
         raise ValueError("messages holds no user turn with text: there is no request to classify")
     earlier = users[:-1][::-1][:CONTEXT_TURNS]
     return Conversation(users[-1], "\n".join([users[-1], *earlier]) if earlier else None)
+
+
+JUDGED_ROLES = ("user", "tool")
+
+
+def whole_conversation(messages: list[Message] | list[dict[str, Any]]) -> str:
+    """Every user and tool turn with text, in order, one per line: what a detector judges."""
+    turns = [Message.model_validate(m) if isinstance(m, dict) else m for m in messages]
+    read = [m.content.strip() for m in turns if m.role in JUDGED_ROLES and m.content.strip()]
+    if not any(m.role == "user" and m.content.strip() for m in turns):
+        raise ValueError("messages holds no user turn with text: there is no request to judge")
+    return "\n".join(read)
 
 
 def gated_scores(latest: np.ndarray, context: np.ndarray, conversations: list[Conversation],

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
-from routeclf.inference.cost import model_inputs, window_stride
+from routeclf.inference.cost import model_inputs, read_chars, window_stride
 from routeclf.inference.decision import Decisions, Policy, decide
 from routeclf.tasks import load_model_task
 from routeclf.training.ngram import NgramModel, blend
@@ -79,6 +79,8 @@ class Predictor:
         self.max_length: int = max_length or (int(window.get("max_length") or PLAIN_MAX_LENGTH) if self.windowed
                                               else PLAIN_MAX_LENGTH)
         self.positive_label: str | None = self.task.positive_label
+        # A plain consumer reads the text as written; routeclf's detectors may also read it deobfuscated.
+        self.deobfuscate: bool = not plain and self.task.deobfuscate
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
@@ -163,13 +165,30 @@ class Predictor:
             scores = blend(scores, self.ngram.logits(windows.pieces), weight)
         return self.reduce(windows, scores)
 
-    def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
-        """Texts cut into overlapping token windows (when the task reads windows), and each window's text."""
-        if not self.windowed:
+    def readings(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """What the model reads of each text, and whose it is: the text, and for a detector that
+        undoes obfuscation, also the text with it undone (`routeclf.inference.deobfuscate`)."""
+        if not self.deobfuscate:
             return list(texts), list(range(len(texts)))
+        from routeclf.inference.deobfuscate import deobfuscated
+
+        read, owners = [], []
+        for i, text in enumerate(texts):
+            for reading in (text, deobfuscated(text)):
+                if reading is not None:
+                    read.append(reading)
+                    owners.append(i)
+        return read, owners
+
+    def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """Each text's readings, cut into overlapping token windows when the task reads windows,
+        and the text each piece belongs to."""
+        readings, whose = self.readings(texts)
+        if not self.windowed:
+            return readings, whose
         stride = window_stride(self.max_length)
         pieces, owners = [], []
-        for i, text in enumerate(texts):
+        for i, text in zip(whose, readings):
             encoded = self.tokenizer(
                 text, truncation=True, max_length=self.max_length, stride=stride,
                 return_overflowing_tokens=True, return_offsets_mapping=True,
@@ -186,8 +205,16 @@ class Predictor:
         return pieces, owners
 
     def model_inputs(self, texts: list[str]) -> list[int]:
-        """Encoder inputs each text is read in (`routeclf.inference.cost`)."""
-        return model_inputs(self.tokenizer, texts, self.max_length, self.windowed)
+        """Encoder inputs each text is read in, all its readings counted (`routeclf.inference.cost`)."""
+        readings, owners = self.readings(texts)
+        costs = [0] * len(texts)
+        for owner, cost in zip(owners, model_inputs(self.tokenizer, readings, self.max_length, self.windowed)):
+            costs[owner] += cost
+        return costs
+
+    def read_chars(self, text: str) -> int:
+        """Characters of a text the model reads (`routeclf.inference.cost`)."""
+        return read_chars(text, self.max_length, self.windowed)
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         if self.backend == "torch":

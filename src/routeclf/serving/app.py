@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from routeclf.artifact.onnx import THREADS_ENV
-from routeclf.inference.conversation import read_messages
+from routeclf.inference.conversation import read_messages, whole_conversation
 from routeclf.inference.predictor import BACKEND_PATHS
 from routeclf.serving.answers import ANSWERS, OPTIONS, REQUESTS, PiiOptions
 from routeclf.serving.batching import DeadlineExceeded, Overloaded, ScoringFailed
@@ -386,12 +386,17 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     async def classify_conversation(request: Request, slot: ModelSlot, messages: list, options: BaseModel | None,
                                     started: float) -> dict[str, Any]:
-        """The latest user turn decides when it is confident; otherwise it is read with the earlier
-        user turns (see `routeclf.inference.conversation`)."""
+        """A detector judges the whole conversation. A classifier: the latest user turn decides when
+        it is confident; otherwise it is read with the earlier user turns (see
+        `routeclf.inference.conversation`)."""
+        detector = ready_slot(slot).kind == "detector"
         try:
-            conversation = read_messages(messages)
+            conversation = whole_conversation(messages) if detector else read_messages(messages)
         except ValueError as exc:
             raise ApiError(422, "no_user_turn", str(exc)) from None
+        if detector:
+            (result,) = await classify(request, slot, [conversation], options, started)
+            return result
         (result,) = await classify(request, slot, [conversation.latest], options, started)
         context_used = bool(result["below_threshold"]) and conversation.context is not None
         if context_used:
@@ -467,7 +472,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             entry: dict[str, Any] = {
                 "name": name, "endpoints": [*endpoints, f"/api/v1/classify/{name}"], "directory": str(slot.directory),
                 "loaded": slot.predictor is not None, "state": slot.state, "version": slot.version,
-                "backend": slot.served_backend,
+                "backend": slot.backend,
             }
             if slot.task is not None:
                 entry.update(kind=slot.task.kind, labels=list(slot.task.labels), task=slot.task.to_json())
@@ -475,8 +480,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                 training = read_json(slot.directory / "training_config.json")
                 saved = read_json(slot.directory / "metrics.json")
                 # The figures of the path this server answers with.
-                test = saved["test"] if slot.served_backend == "torch" else \
-                    saved["paths"][BACKEND_PATHS[slot.served_backend]]["test"]
+                test = saved["test"] if slot.backend == "torch" else \
+                    saved["paths"][BACKEND_PATHS[slot.backend]]["test"]
                 entry.update(
                     base_model=training["base_model"]["name"],
                     data_sha256=read_json(slot.directory / "split.json")["data_sha256"],
@@ -498,6 +503,9 @@ WORKERS_ENV = "ROUTECLF_SERVE_WORKERS"
 def app_from_environment() -> FastAPI:
     """One server process's app, as `routeclf serve` described it in the environment (uvicorn
     calls this in every worker)."""
+    from routeclf.serving.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()
     workers = int(os.environ.get(WORKERS_ENV, "1"))
     if workers > 1:  # the processes share the cores rather than each taking all of them
         import torch

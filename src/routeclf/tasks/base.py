@@ -71,6 +71,12 @@ class Task:
     # Long texts read in overlapping windows (stride a quarter of the window); detectors let the
     # most alarming window speak for the text. Default: on for detectors and taggers.
     windows: bool | None = None
+    # Detectors: also read each text with obfuscation undone (`routeclf.inference.deobfuscate`);
+    # the riskier reading speaks for the text.
+    deobfuscate: bool = False
+    # Detectors: sources whose benign rows are easy padding (trained and tested on, never flagged):
+    # the threshold's false-positive budget is spent on the other benign rows alone.
+    threshold_excludes_sources: tuple[str, ...] = ()
     # Length bands for sliced reports: (name, lowest, highest or None), counted in `length_unit`.
     length_unit: Literal["words", "chars"] = "words"
     length_bands: tuple[tuple[str, int, int | None], ...] = (
@@ -102,6 +108,8 @@ class Task:
             found.append(f"mapping_file must be a plain .json file name that is not one of the model's own files "
                          f"({', '.join(OWN_FILES)}), got {self.mapping_file!r}")
         found += self._band_problems()
+        if self.kind != "detector" and (self.deobfuscate or self.threshold_excludes_sources):
+            found.append("deobfuscate and threshold_excludes_sources are for detectors")
         if self.kind == "tagger" and self.windows is False:
             found.append("a tagger always reads long texts in windows; leave `windows` out")
         if self.kind not in KINDS:
@@ -203,6 +211,7 @@ class Task:
         payload["labels"] = list(self.labels)
         payload["mapping_keys"] = list(self.mapping_keys)
         payload["length_bands"] = [list(band) for band in self.length_bands]
+        payload["threshold_excludes_sources"] = list(self.threshold_excludes_sources)
         payload["source_type_map"] = dict(self.source_type_map) if self.source_type_map is not None else None
         payload["settings"] = dict(self.settings)
         if self.kind == "tagger":

@@ -48,6 +48,8 @@ class TaskKeys(BaseModel):
     loader: str | None = None
     source_type_map: dict[str, str | None] | None = None
     windows: bool | None = None
+    deobfuscate: bool = False
+    threshold_excludes_sources: list[str] = Field(default_factory=list)
     length_unit: Literal["words", "chars"] = "words"
     length_bands: list[tuple[str, int, int | None]] | None = Field(default=None, min_length=1)
 
@@ -126,6 +128,8 @@ def task_from_mapping(values: dict[str, Any], where: str, default_name: str | No
             loader=keys.loader,
             source_type_map=keys.source_type_map,
             windows=keys.windows,
+            deobfuscate=keys.deobfuscate,
+            threshold_excludes_sources=tuple(keys.threshold_excludes_sources),
             length_unit=keys.length_unit,
             settings=settings,
             **({"length_bands": bands} if bands else {}),

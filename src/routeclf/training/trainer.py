@@ -35,13 +35,13 @@ from routeclf.artifact.writer import (
     write_json,
     write_label_mappings,
 )
-from routeclf.data.alignment import Entity, decode_tags, merge_units, token_tags
+from routeclf.data.alignment import decode_tags, merge_units, token_tags
 from routeclf.data.sources import Fields, Row, load_rows, resolve_labels
 from routeclf.data.split import make_split, write_manifest
 from routeclf.errors import TrainingError
 from routeclf.evaluation.calibration import decision_rule, fit_path, fit_temperature
 from routeclf.evaluation.crossval import cv_summary, fold_answers, trust_note
-from routeclf.evaluation.entities import entity_metrics, word_targets
+from routeclf.evaluation.entities import entity_metrics, fit_entity_path
 from routeclf.evaluation.evaluate import score_rows
 from routeclf.evaluation.perturb import TYPO_RATE, TYPOS_SECTION, typo_copy
 from routeclf.evaluation.plots import plot_confusion_matrix, plot_coverage, plot_reliability, plot_roc
@@ -299,47 +299,6 @@ def _fit_ngram(
     return blend
 
 
-THRESHOLD_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def _calibrate_entities(predictor: EntityPredictor, rows: list[Row], task: Task, recognizers: bool) -> dict[str, Any]:
-    """Token tasks: temperature on the validation words' tags, then the entity confidence
-    threshold with the best validation micro-F1 (ties: the lower threshold), then (with
-    `recognizers`) the rule fusing the model with Presidio's recognizers (`inference.hybrid`)."""
-    texts = [r.text for r in rows]
-    scores = predictor.word_scores(texts)
-    logits, y = word_targets(rows, scores, task.labels)
-    if not len(y):
-        raise TrainingError("the validation split holds no words to calibrate on")
-    predictor.temperature = fit_temperature(logits, y)
-    gold = [set(r.spans) for r in rows]
-    by_threshold = {}
-    for threshold in THRESHOLD_GRID:
-        found = predictor.entities(texts, threshold=threshold, scores=scores)
-        predicted = [{(e.start, e.end, e.type) for e in entities} for entities in found]
-        by_threshold[f"{threshold:.2f}"] = entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
-    best = max(by_threshold, key=lambda t: (by_threshold[t], -float(t)))
-    path = {
-        "method": "temperature scaling on the validation split's words",
-        "temperature": predictor.temperature,
-        "threshold": float(best),
-        "threshold_rule": "entity confidence threshold with the best validation micro-F1",
-        "validation_micro_f1_by_threshold": by_threshold,
-    }
-    if recognizers:
-        from routeclf.inference.hybrid import choose_rule
-        from routeclf.inference.recognizers import recognize
-
-        def micro_f1(found: list[list[Entity]]) -> float:
-            predicted = [{(e.start, e.end, e.type) for e in entities} for entities in found]
-            return entity_metrics(gold, predicted, task.entity_types)["micro_f1"]
-
-        model = predictor.entities(texts, threshold=float(best), scores=scores, fused=False)
-        rule, trace = choose_rule(model, [recognize(t) for t in texts], micro_f1)
-        path |= {"fusion": rule.to_json(), "fusion_validation_micro_f1": trace}
-    return {"fallback_label": task.fallback_label, "paths": {"routeclf": path}}
-
-
 def checkpoint_directory(out: Path) -> Path:
     """Where checkpoints live while training: beside `out`, hidden, kept after an interruption
     so that `--resume` can continue, removed once the artifact is written."""
@@ -451,15 +410,13 @@ def _companions_and_calibration(directory: Path, task: Task, settings: TrainSett
         blend = _fit_ngram(predictor, splits["train"] + extras.train, selection, task, settings.seed,
                            directory / NGRAM_DIR)
         predictor = load()
+    rows, where = threshold_rows(splits["validation"], extras.calibration)
     if task.problem_type == "token":
-        calibration = _calibrate_entities(predictor, splits["validation"], task, settings.recognizers)
+        calibration = {"fallback_label": task.fallback_label,
+                       "paths": {"routeclf": fit_entity_path(predictor, rows, task, settings.recognizers, where)}}
     else:
         rule = decision_rule(task, settings)
         plain = load_predictor(directory, batch_size=settings.eval_batch_size, device=device, plain=True)
-        rows = calibration_rows(splits["validation"], extras.calibration)
-        where = f"{len(splits['validation'])} validation rows" + (
-            f" and {len(extras.calibration)} rows written for training, weighted to count as much"
-            if extras.calibration else "")
         calibration = rule | {"paths": {p.path: fit_path(p, rows, task, rule, where) for p in (predictor, plain)}}
     write_json(directory / CALIBRATION_FILE, calibration)
     if task.source_type_map:
@@ -506,6 +463,22 @@ def calibration_rows(validation: list[Row], written: list[Row]) -> list[Row]:
     if not written:
         return validation
     return validation + written * max(1, round(len(validation) / len(written)))
+
+
+def threshold_rows(validation: list[Row], written: list[Row]) -> tuple[list[Row], str]:
+    """The rows every consumer path's temperature and threshold are fitted on, and their description."""
+    where = f"{len(validation)} validation rows" + (
+        f" and {len(written)} rows written for training, weighted to count as much" if written else "")
+    return calibration_rows(validation, written), where
+
+
+def saved_threshold_rows(directory: Path, task: Task, splits: dict[str, list[Row]]) -> tuple[list[Row], str]:
+    """`threshold_rows` of a trained model, rebuilt from its saved settings and split (for paths
+    added after training, such as an ONNX export)."""
+    from routeclf.artifact.writer import read_json
+
+    settings = TrainSettings(**read_json(directory / "training_config.json")["settings"])
+    return threshold_rows(splits["validation"], training_extras(task, settings, splits).calibration)
 
 
 CV_FOLDS = 5

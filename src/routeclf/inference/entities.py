@@ -16,10 +16,9 @@ from routeclf.errors import RouteclfError
 from routeclf.evaluation.metrics import softmax
 from routeclf.inference.cost import model_inputs, read_chars, window_stride
 from routeclf.inference.hybrid import FusionRule, fuse
-from routeclf.inference.predictor import BACKEND_PATHS, BACKENDS, CALIBRATION_FILE, arena_shrinkage
+from routeclf.inference.predictor import BACKEND_PATHS, BACKENDS, CALIBRATION_FILE, load_encoder
 from routeclf.inference.recognizers import recognize
 from routeclf.tasks import load_model_task
-from routeclf.training.models import model_class
 
 
 @dataclass
@@ -48,19 +47,8 @@ class EntityPredictor:
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
         self.backend = backend
         self.path = BACKEND_PATHS[backend]
-        if backend == "torch":
-            self.model = model_class("token").from_pretrained(self.directory).to(self.device).eval()
-            config = self.model.config
-        else:
-            from transformers import AutoConfig
-
-            from routeclf.artifact.onnx import load_session
-
-            self.session = load_session(self.directory, quantized=backend == "onnx-int8")
-            self.session_inputs = [i.name for i in self.session.get_inputs()]
-            config = AutoConfig.from_pretrained(self.directory)
-        id2label = config.id2label
-        self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
+        self.encoder = load_encoder(self.directory, backend, "token", self.device)
+        self.labels: tuple[str, ...] = self.encoder.labels
         self.entity_types = tuple(sorted({label[2:] for label in self.labels if label != "O"}))
         self.temperature, self.threshold = 1.0, 0.0
         self.fusion: FusionRule | None = None
@@ -139,12 +127,7 @@ class EntityPredictor:
 
     def _forward(self, features: list[dict]) -> np.ndarray:
         """Token logits of a batch of tokenized windows, padded to the longest."""
-        if self.backend == "torch":
-            batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
-            return self.model(**batch).logits.float().cpu().numpy()
-        batch = self.tokenizer.pad(features, return_tensors="np")
-        feed = {name: batch[name].astype(np.int64) for name in self.session_inputs}
-        return self.session.run(None, feed, arena_shrinkage())[0].astype(np.float32)
+        return self.encoder.logits(self.tokenizer.pad(features, return_tensors="pt" if self.backend == "torch" else "np"))
 
     def model_inputs(self, texts: list[str]) -> list[int]:
         """Encoder inputs each text is read in (`routeclf.inference.cost`)."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from routeclf.artifact.writer import read_json
 from routeclf.errors import RouteclfError
@@ -85,19 +85,8 @@ class Predictor:
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
         self.backend = backend
-        if backend == "torch":
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).to(self.device).eval()
-            config = self.model.config
-        else:
-            from transformers import AutoConfig
-
-            from routeclf.artifact.onnx import load_session
-
-            self.session = load_session(self.directory, quantized=backend == "onnx-int8")
-            self.session_inputs = [i.name for i in self.session.get_inputs()]
-            config = AutoConfig.from_pretrained(self.directory)
-        id2label = config.id2label
-        self.labels: tuple[str, ...] = tuple(id2label[i] for i in range(len(id2label)))
+        self.encoder = load_encoder(self.directory, backend, "sequence", self.device)
+        self.labels: tuple[str, ...] = self.encoder.labels
         self.policy: Policy | None = load_policy(self.directory, self.task, self.labels, self.path)
         blend_config = {} if plain else self._optional_json(f"{NGRAM_DIR}/blend.json")
         self.ngram: NgramModel | None = None
@@ -217,14 +206,9 @@ class Predictor:
         return read_chars(text, self.max_length, self.windowed)
 
     def _forward(self, texts: list[str]) -> np.ndarray:
-        if self.backend == "torch":
-            encoded = self.tokenizer(
-                texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
-            ).to(self.device)
-            return self.model(**encoded).logits.float().cpu().numpy()
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
-        feed = {name: encoded[name].astype(np.int64) for name in self.session_inputs}
-        return self.session.run(None, feed, arena_shrinkage())[0].astype(np.float32)
+        tensors = "pt" if self.backend == "torch" else "np"
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors=tensors)
+        return self.encoder.logits(encoded)
 
     def raw_scores(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return self.scores(self.windows(texts, progress))
@@ -239,6 +223,42 @@ class Predictor:
         """The answers, as the CLI prints them (see `routeclf.inference.decision`)."""
         decisions = self.decide(texts, threshold)
         return [decisions.row(i, top_k) for i in range(len(texts))]
+
+
+@dataclass
+class Encoder:
+    """An artifact's encoder on one backend: the torch model, or an onnxruntime session."""
+
+    config: Any
+    device: torch.device
+    model: Any = None  # torch
+    session: Any = None  # onnx, onnx-int8
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.config.id2label[i] for i in range(len(self.config.id2label)))
+
+    @torch.inference_mode()
+    def logits(self, encoded) -> np.ndarray:
+        """Logits of a padded, tokenized batch (tensors of the backend's kind)."""
+        if self.model is not None:
+            return self.model(**encoded.to(self.device)).logits.float().cpu().numpy()
+        feed = {i.name: encoded[i.name].astype(np.int64) for i in self.session.get_inputs()}
+        return self.session.run(None, feed, arena_shrinkage())[0].astype(np.float32)
+
+
+def load_encoder(directory: Path, backend: str, problem_type: str, device: torch.device) -> Encoder:
+    from routeclf.training.models import model_class
+
+    if backend == "torch":
+        model = model_class(problem_type).from_pretrained(directory).to(device).eval()
+        return Encoder(model.config, device, model=model)
+    from transformers import AutoConfig
+
+    from routeclf.artifact.onnx import load_session
+
+    session = load_session(directory, quantized=backend == "onnx-int8")
+    return Encoder(AutoConfig.from_pretrained(directory), device, session=session)
 
 
 # onnxruntime's CPU arena keeps what every new input shape needed: a service scoring texts of every

@@ -35,6 +35,13 @@ class Pending:
     future: asyncio.Future
 
 
+# The learned rate averages batches of every length, but a batch is padded to its longest text, so
+# a queue of long texts drains slower than the average says: work is admitted only while it is
+# expected to take at most half the time the request has left (a soak without this margin had 2 in
+# 7,931 requests time out with 503).
+DEADLINE_SHARE = 0.5
+
+
 class ScoringRate:
     """Seconds the model takes per character read, averaged over recent batches: what predicts how
     long the queue takes to drain. Unknown (None) until the first batch is scored."""
@@ -58,7 +65,8 @@ class MicroBatcher:
     `score` takes a list of texts and returns one result per text; it runs in a worker thread so the
     event loop keeps accepting requests meanwhile. At most `max_queue` model inputs wait; past that
     `submit` raises `Overloaded` at once, and so it does when the work ahead (queued and being
-    scored) would take longer than the request's deadline at the rate recent batches were scored:
+    scored) would take more than `DEADLINE_SHARE` of the request's deadline at the rate recent
+    batches were scored:
     a refusal with Retry-After at once rather than a deadline's 503 later. Texts whose request has
     gone (deadline passed, client disconnected) are dropped before scoring.
     """
@@ -96,7 +104,7 @@ class MicroBatcher:
             raise Overloaded(f"{self.depth} model inputs are queued; the limit is {self.max_queue}")
         work = [self.read_chars(text) for text in texts]
         expected = self.rate.seconds(self.work_ahead + sum(work))
-        if expected > timeout_s:
+        if expected > DEADLINE_SHARE * timeout_s:
             raise Overloaded(f"the work ahead would take about {expected:.1f} s; the deadline is {timeout_s:.1f} s")
         loop = asyncio.get_running_loop()
         items = [Pending(text, cost, chars, loop.create_future()) for text, cost, chars in zip(texts, costs, work)]

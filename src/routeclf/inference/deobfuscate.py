@@ -18,8 +18,11 @@ import unicodedata
 from anyascii import anyascii
 
 LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "l"})
-# A word holding letters and leet characters (a plain number or a price is not leetspeak).
-LEET_WORD = re.compile(r"(?=\S*[A-Za-z])(?=\S*[013457@$!|])[A-Za-z0134579@$!|']{3,}")
+# A run of letters and leet characters; it is leetspeak only if it holds both (a plain number or
+# a price is not). Checked per run rather than by look-aheads, which rescan to the end of a long
+# unbroken string from every position (quadratic: seconds for one 32,000-character text).
+LEET_WORD = re.compile(r"[A-Za-z0134579@$!|']{3,}")
+LETTER, LEET_CHARACTER = re.compile(r"[A-Za-z]"), re.compile(r"[013457@$!|]")
 # Four or more single letters with one separator between each: `i g n o r e`, `i.g.n.o.r.e`, `i-g-n`.
 SPACED = re.compile(r"\b(?:[^\W\d_][ .\-_*/]){3,}[^\W\d_]\b")
 BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
@@ -37,7 +40,11 @@ def _homoglyphs(text: str) -> str:
 
 
 def _leet(text: str) -> str:
-    return LEET_WORD.sub(lambda m: m.group(0).translate(LEET), text)
+    def undo(match: re.Match) -> str:
+        word = match.group(0)
+        return word.translate(LEET) if LETTER.search(word) and LEET_CHARACTER.search(word) else word
+
+    return LEET_WORD.sub(undo, text)
 
 
 def _spaced(text: str) -> str:

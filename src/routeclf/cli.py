@@ -205,7 +205,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_role(name, load_task(directory), directory)
     positive = {"--max-queue": args.max_queue, "--max-request-inputs": args.max_request_inputs,
                 "--request-timeout": args.request_timeout, "--workers": args.workers,
-                "--max-batch-size": args.max_batch_size}
+                "--max-batch-size": args.max_batch_size, "--keep-alive-timeout": args.keep_alive_timeout}
     for flag, value in positive.items():
         if not value > 0:
             raise RouteclfError(f"{flag} must be positive, got {value}")
@@ -219,7 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = json.dumps(config.to_json())
     os.environ[WORKERS_ENV] = str(args.workers)
     uvicorn.run(f"{create_app.__module__}:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=args.graceful_timeout)
+                workers=args.workers, log_level=args.log_level, timeout_graceful_shutdown=args.graceful_timeout,
+                timeout_keep_alive=args.keep_alive_timeout)
     return 0
 
 
@@ -329,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="server processes sharing nothing (each loads the models); a dead one is replaced")
     serve.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="on SIGTERM, seconds to finish requests in flight before stopping")
+    # Longer than the idle expiry of common client pools (httpx 5 s, aiohttp 15 s, a load balancer's 60 s):
+    # the side that closes an idle connection must be the client, or a request sent on it as the
+    # server closes it is lost with "server disconnected".
+    serve.add_argument("--keep-alive-timeout", type=float, default=75.0,
+                       help="seconds an idle client connection is kept open")
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=cmd_serve)
 

@@ -66,6 +66,21 @@ def test_artifact_mapping_threshold_and_gate(model: Path) -> None:
     assert main(["validate", str(model)]) == 0
 
 
+def test_the_window_and_blend_weight_are_chosen_together_and_read_by_every_path(model: Path) -> None:
+    """The detector's window length and n-gram weight are the pair with the best partial AUC on
+    the threshold's own rows; the predictor reads the chosen windows, a plain consumer 512 tokens."""
+    window = json.loads((model / "task.json").read_text())["window"]
+    scores = window["score_by_window_and_ngram_weight"]
+    assert set(scores) == {"32", "512"} and all(len(by_weight) == 21 for by_weight in scores.values())
+    blend = json.loads((model / "ngram" / "blend.json").read_text())
+    best = max((score, -int(length), -float(weight)) for length, by_weight in scores.items()
+               for weight, score in by_weight.items())
+    assert (window["max_length"], blend["weight"]) == (-best[1], -best[2])
+    assert window["stride"] == window["max_length"] // 4
+    assert blend["validation_score_by_weight"] == scores[str(window["max_length"])]
+    assert Predictor(model).max_length == window["max_length"] and Predictor(model, plain=True).max_length == 512
+
+
 def threshold_pool(model: Path) -> list:
     """The rows each path's threshold was fitted on: validation and the written rows kept back from
     training (weighted), without the easy padding (MMLU-Pro questions)."""
@@ -111,7 +126,7 @@ def test_attack_after_a_long_benign_preamble_is_caught(model: Path, monkeypatch)
     The n-gram companion reads each window too: the fake one, like a real bag of n-grams, sees
     an attack only when it is not drowned in a long text, so reading the whole text would miss it.
     """
-    predictor = Predictor(model)
+    predictor = Predictor(model, max_length=64)  # short windows, whatever length was chosen
 
     def scorer(texts: list[str]) -> np.ndarray:
         return np.array([[0.0, 8.0] if "PREVIOUS INSTRUCTIONS" in t else [8.0, 0.0] for t in texts], dtype=np.float32)

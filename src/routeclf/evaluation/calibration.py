@@ -103,7 +103,7 @@ def fit_path(predictor, rows, task, rule: dict[str, Any], where: str | None = No
     if task.positive_label is not None:
         positive = task.label2id[task.positive_label]
         # Easy padding (benign rows no detector ever flags) would dilute the false-positive budget.
-        pool = np.array([r.source not in task.threshold_excludes_sources for r in rows], dtype=bool)
+        pool = np.array([task.counts_for_threshold(r) for r in rows], dtype=bool)
         section["threshold"] = threshold_for_fpr(probabilities[pool, positive], (y == positive)[pool], rule["target_fpr"])
         section["threshold_rule"] = (f"lowest {task.positive_label} probability whose validation false-positive rate "
                                      f"is <= {rule['target_fpr']}" + (

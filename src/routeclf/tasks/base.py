@@ -154,6 +154,10 @@ class Task:
     def problem_type(self) -> ProblemType:
         return "token" if self.kind == "tagger" else "sequence"
 
+    def counts_for_threshold(self, row) -> bool:
+        """Whether a row is in the pool a detector's threshold is fitted on (not easy padding)."""
+        return row.source not in self.threshold_excludes_sources
+
     @property
     def windowed(self) -> bool:
         return self.kind != "classifier" if self.windows is None else self.windows

@@ -102,8 +102,11 @@ def blend(encoder_logits: np.ndarray, ngram_logits: np.ndarray, weight: float) -
     return np.log(np.clip(mixed, 1e-12, None))
 
 
-def choose_weight(score: Callable[[float], np.ndarray], y: np.ndarray,
-                  positive: int | None = None) -> tuple[float, dict[str, float]]:
+WEIGHTS = tuple(float(w) for w in np.round(np.linspace(0, 1, 21), 2))
+
+
+def choose_weight(score: Callable[[float], np.ndarray], y: np.ndarray, positive: int | None = None,
+                  weights: tuple[float, ...] = WEIGHTS) -> tuple[float, dict[str, float]]:
     """The n-gram weight with the best validation score (ties: the smaller weight).
 
     `score(weight)` gives blended logits per row. Classifiers are judged by accuracy; detectors
@@ -113,8 +116,8 @@ def choose_weight(score: Callable[[float], np.ndarray], y: np.ndarray,
     from sklearn.metrics import roc_auc_score
 
     scores = {}
-    for weight in np.round(np.linspace(0, 1, 21), 2):
-        logits = score(float(weight))
+    for weight in weights:
+        logits = score(weight)
         if positive is None:
             value = float((logits.argmax(1) == y).mean())
         else:

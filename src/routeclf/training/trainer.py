@@ -53,7 +53,8 @@ from routeclf.tasks import TASK_FILE, Task, resolve_task
 from routeclf.training.distil import ngram_soft_targets
 from routeclf.training.models import build_model, resolve_base
 from routeclf.inference.cost import window_stride
-from routeclf.training.ngram import PARTIAL_AUC_MAX_FPR, NgramModel, choose_weight
+from routeclf.training.ngram import NgramModel
+from routeclf.training.reading import choose_reading, selection_rows, window_candidates, window_settings, write_window
 from routeclf.versions import library_versions
 
 IGNORE_INDEX = -100  # positions the loss skips (special tokens, later sub-tokens of a word)
@@ -276,26 +277,42 @@ def _best_epoch(trainer: Trainer, schedule: Schedule) -> tuple[float | None, lis
     return max(history, key=lambda e: sign * e[schedule.metric])["epoch"], history
 
 
-def _fit_ngram(
-    predictor: Predictor, train: list[Row], selection: list[Row], task: Task, seed: int, directory: Path
-) -> dict[str, Any]:
-    """Fit the n-gram companion on the training rows; its temperature and blend weight on the
-    selection rows (validation, with its mixtures for detectors)."""
-    label2id = task.label2id
-    selection_texts = [r.text for r in selection]
-    y_train = np.array([label2id[r.label] for r in train])
-    y_selection = np.array([label2id[r.label] for r in selection])
-    ngram = NgramModel.fit([r.text for r in train], y_train, len(task.labels), seed=seed)
-    ngram.temperature = fit_temperature(ngram.decision(selection_texts), y_selection)
-    predictor.ngram = ngram
-    windows = predictor.windows(selection_texts)
-    positive = label2id[task.positive_label] if task.positive_label else None
-    weight, scores = choose_weight(lambda w: predictor.scores(windows, w), y_selection, positive)
+def _fit_ngram(train: list[Row], selection: list[Row], task: Task, seed: int, directory: Path) -> NgramModel:
+    """The n-gram companion, fitted on the training rows; its temperature on the selection rows."""
+    ngram = NgramModel.fit([r.text for r in train], np.array([task.label2id[r.label] for r in train]),
+                           len(task.labels), seed=seed)
+    ngram.temperature = fit_temperature(ngram.decision([r.text for r in selection]),
+                                        np.array([task.label2id[r.label] for r in selection]))
     ngram.save(directory)
-    criterion = "accuracy" if positive is None else f"partial ROC AUC up to FPR {PARTIAL_AUC_MAX_FPR}"
-    blend = {"weight": weight, "criterion": f"{criterion} on {len(selection)} validation rows",
-             "validation_score_by_weight": scores, "temperature": ngram.temperature}
-    write_json(directory / "blend.json", blend)
+    return ngram
+
+
+def _fit_reading(predictor: Predictor, directory: Path, task: Task, settings: TrainSettings,
+                 splits: dict[str, list[Row]], extras: Extras, pool: list[Row]) -> dict[str, Any] | None:
+    """The n-gram companion (unless `--no-ngram`), then the window length and blend weight the
+    model reads requests with (`routeclf.training.reading`). Returns the blend."""
+    candidates = window_candidates(task, settings.max_length)
+    if not settings.ngram and len(candidates) == 1:
+        return None
+    if task.positive_label is None:
+        selection = splits["validation"]
+    else:
+        # Detectors also judge on validation mixtures: an attack inside benign text is exactly
+        # where a bag of n-grams and the encoder's windows disagree.
+        mixed = extras.train and task.data_code.augment_validation
+        selection = selection_rows(task, pool, task.augment(splits["validation"], settings.seed) if mixed else [])
+    ngram = None
+    if settings.ngram:
+        ngram = predictor.ngram = _fit_ngram(splits["train"] + extras.train, selection, task, settings.seed,
+                                             directory / NGRAM_DIR)
+    reading = choose_reading(predictor, selection, task, candidates, settings.ngram)
+    if len(candidates) > 1:
+        write_window(directory, task, reading)
+    if ngram is None:
+        return None
+    blend = {"weight": reading.ngram_weight, "criterion": reading.criterion, "temperature": ngram.temperature,
+             "validation_score_by_weight": reading.score_by_window[str(reading.window_length)]}
+    write_json(directory / NGRAM_DIR / "blend.json", blend)
     return blend
 
 
@@ -389,8 +406,7 @@ def _write_model(directory: Path, trainer: Trainer, tokenizer, task: Task, setti
         trained = trained.merge_and_unload()
     trained.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    window = {"enabled": task.windowed, "max_length": settings.max_length, "stride": window_stride(settings.max_length)}
-    write_json(directory / TASK_FILE, task.to_json() | {"window": window})
+    write_json(directory / TASK_FILE, task.to_json() | {"window": window_settings(task, settings.max_length)})
 
 
 def _companions_and_calibration(directory: Path, task: Task, settings: TrainSettings, splits: dict[str, list[Row]],
@@ -401,16 +417,11 @@ def _companions_and_calibration(directory: Path, task: Task, settings: TrainSett
         return load_predictor(directory, batch_size=settings.eval_batch_size, device=device)
 
     predictor = load()
-    blend = None
-    if settings.ngram and task.problem_type == "sequence":
-        # Detectors also judge the weight on validation mixtures: an attack inside benign text
-        # is exactly where a bag of n-grams and the encoder's windows disagree.
-        extra = extras.train and task.data_code.augment_validation
-        selection = splits["validation"] + (task.augment(splits["validation"], settings.seed) if extra else [])
-        blend = _fit_ngram(predictor, splits["train"] + extras.train, selection, task, settings.seed,
-                           directory / NGRAM_DIR)
-        predictor = load()
     rows, where = threshold_rows(splits["validation"], extras.calibration)
+    blend = None
+    if task.problem_type == "sequence":
+        blend = _fit_reading(predictor, directory, task, settings, splits, extras, rows)
+        predictor = load()
     if task.problem_type == "token":
         calibration = {"fallback_label": task.fallback_label,
                        "paths": {"routeclf": fit_entity_path(predictor, rows, task, settings.recognizers, where)}}

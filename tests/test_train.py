@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +155,22 @@ def test_nan_loss_stops_and_exports_nothing(tmp_path: Path, synthetic_file: Path
     assert "training loss became nan at step 2" in capsys.readouterr().err
     assert not out.exists()
     assert not list(tmp_path.glob(".model.partial-*"))
+
+
+def test_a_run_stopped_by_sigterm_leaves_nothing_half_written(tmp_path: Path, synthetic_file: Path) -> None:
+    """SIGTERM while the artifact is being written (as a job scheduler stops a run) removes the
+    staging directory, as Ctrl-C does."""
+    out = tmp_path / "model"
+    run = subprocess.Popen([sys.executable, "-m", "routeclf", "train", "category", "--data", str(synthetic_file),
+                            "--out", str(out), *TINY], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not list(tmp_path.glob(".model.partial-*")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the run ended before its artifact was staged"
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert not out.exists() and not list(tmp_path.glob(".model.partial-*"))
 
 
 def test_predict_prints_json_lines(full_model: Path, tmp_path: Path, capsys) -> None:

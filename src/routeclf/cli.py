@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from routeclf.errors import RouteclfError, TrainingError
@@ -363,10 +367,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A run stopped by SIGTERM (a job scheduler, `kill`) unwinds as Ctrl-C does, so its staging
+    directory is removed and nothing half-written is left (only the main thread may set it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        if args.func is cmd_serve:  # the server shuts down gracefully on SIGTERM itself
+            return args.func(args)
+        with sigterm_as_interrupt():
+            return args.func(args)
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -75,7 +75,8 @@ class Predictor:
         self.path = "transformers" if plain else BACKEND_PATHS[backend]
         self.windowed: bool = not plain and bool(window.get("enabled", self.task.windowed))
         # A text read whole is read as a plain consumer reads it (up to 512 tokens), so the two
-        # paths give one answer; windows are as long as the encoder's training inputs.
+        # paths give one answer; windows are as long as `task.json` records (the training length,
+        # or for a detector the length chosen after training: `routeclf.training.reading`).
         self.max_length: int = max_length or (int(window.get("max_length") or PLAIN_MAX_LENGTH) if self.windowed
                                               else PLAIN_MAX_LENGTH)
         self.positive_label: str | None = self.task.positive_label

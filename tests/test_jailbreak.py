@@ -81,29 +81,31 @@ def test_the_window_and_blend_weight_are_chosen_together_and_read_by_every_path(
     assert Predictor(model).max_length == window["max_length"] and Predictor(model, plain=True).max_length == 512
 
 
-def threshold_pool(model: Path) -> list:
-    """The rows each path's threshold was fitted on: validation and the written rows kept back from
-    training (weighted), without the easy padding (MMLU-Pro questions)."""
+def threshold_rows_of(model: Path) -> list:
+    """The rows each path's threshold was fitted on, in the same order: validation and the written
+    rows kept back from training (weighted); the MMLU-Pro padding is scored, then left out."""
     from routeclf.evaluation.evaluate import load_for_artifact, saved_splits
     from routeclf.training.trainer import saved_threshold_rows
 
     data, _ = load_for_artifact(model, None, "test")
     rows, where = saved_threshold_rows(model, JAILBREAK, saved_splits(model, data))
     assert "rows written for training" in where and {r.source for r in rows} >= {"written-en", "written-de", "mmlu-pro"}
-    return [r for r in rows if r.source != "mmlu-pro"]
+    return rows
 
 
 def test_threshold_holds_the_false_positive_rate_on_hard_benign_rows(model: Path) -> None:
+    """Scored as the fit scored them (the same rows in the same batches: a threshold sits just
+    above a benign score, so another batching's last-digit noise could move that row across)."""
     calibration = json.loads((model / "calibration.json").read_text())
-    pool = threshold_pool(model)
-    benign = [r.text for r in pool if r.label == "benign"]
+    rows = threshold_rows_of(model)
+    counted = np.array([r.label == "benign" and r.source != "mmlu-pro" for r in rows])
     for path, plain in (("routeclf", False), ("transformers", True)):  # each path at its own threshold
         rule = calibration["paths"][path]["threshold_rule"]
         assert "mmlu-pro left out" in rule
-        decisions = Predictor(model, plain=plain).decide(benign)
+        decisions = Predictor(model, plain=plain).decide([r.text for r in rows])
         assert decisions.threshold == calibration["paths"][path]["threshold"]
-        false_positives = int((decisions.answer == decisions.policy.positive).sum())
-        assert false_positives <= 0.01 * len(benign), (path, false_positives, len(benign))
+        false_positives = int((decisions.answer == decisions.policy.positive)[counted].sum())
+        assert false_positives <= 0.01 * counted.sum(), (path, false_positives, int(counted.sum()))
 
 
 def test_metrics_cover_length_bands_and_sources(model: Path) -> None:

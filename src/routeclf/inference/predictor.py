@@ -234,6 +234,7 @@ class Encoder:
     device: torch.device
     model: Any = None  # torch
     session: Any = None  # onnx, onnx-int8
+    input_names: tuple[str, ...] = ()  # the session's inputs, read once rather than per batch
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -244,7 +245,7 @@ class Encoder:
         """Logits of a padded, tokenized batch (tensors of the backend's kind)."""
         if self.model is not None:
             return self.model(**encoded.to(self.device)).logits.float().cpu().numpy()
-        feed = {i.name: encoded[i.name].astype(np.int64) for i in self.session.get_inputs()}
+        feed = {name: encoded[name].astype(np.int64) for name in self.input_names}
         return self.session.run(None, feed, arena_shrinkage())[0].astype(np.float32)
 
 
@@ -259,7 +260,8 @@ def load_encoder(directory: Path, backend: str, problem_type: str, device: torch
     from routeclf.artifact.onnx import load_session
 
     session = load_session(directory, quantized=backend == "onnx-int8")
-    return Encoder(AutoConfig.from_pretrained(directory), device, session=session)
+    return Encoder(AutoConfig.from_pretrained(directory), device, session=session,
+                   input_names=tuple(i.name for i in session.get_inputs()))
 
 
 # onnxruntime's CPU arena keeps what every new input shape needed: a service scoring texts of every

@@ -66,8 +66,8 @@ class MicroBatcher:
     event loop keeps accepting requests meanwhile. At most `max_queue` model inputs wait; past that
     `submit` raises `Overloaded` at once, and so it does when the work ahead (queued and being
     scored) would take more than `DEADLINE_SHARE` of the request's deadline at the rate recent
-    batches were scored: a refusal with Retry-After at once rather than a deadline's 503 later. Texts whose request has
-    gone (deadline passed, client disconnected) are dropped before scoring.
+    batches were scored: a refusal with Retry-After at once rather than a deadline's 503 later.
+    Texts whose request has gone (deadline passed, client disconnected) are dropped before scoring.
     """
 
     def __init__(self, score: Callable[[list[str]], list[Any]], max_batch_size: int = 32, max_wait_ms: float = 2.0,

@@ -159,7 +159,8 @@ def test_a_killed_worker_is_replaced_and_no_answer_is_lost(served_model: Path) -
         stop = threading.Event()
 
         def client() -> None:
-            with httpx.Client(base_url=url, timeout=30) as http:
+            # A new connection per request, so that connections also reach the replacement while it starts.
+            with httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
                 while not stop.is_set():
                     for attempt in range(5):  # a connection cut by the kill is retried, as a router does
                         try:
@@ -187,7 +188,7 @@ def test_a_killed_worker_is_replaced_and_no_answer_is_lost(served_model: Path) -
                     replaced = True
                     break
                 time.sleep(0.2)
-            time.sleep(3)  # load goes on while the replacement loads its model
+            time.sleep(8)  # load goes on while the replacement loads its model and after
         finally:
             stop.set()
             for thread in threads:

@@ -258,7 +258,12 @@ class ServiceMetrics:
                                   ["task", "reason"], registry=self.registry)
 
 
-def create_app(config: ServeConfig) -> FastAPI:
+def create_app(config: ServeConfig, load_before_serving: bool = False) -> FastAPI:
+    """`load_before_serving`: the process takes no connection until its models have loaded (or
+    failed). Server processes sharing one socket need it: a replacement worker would otherwise
+    take connections from its live siblings and answer them 503 while it loads, and a probe of
+    `/ready` cannot tell which process it reached. A lone process loads in the background, so
+    `/health` and `/ready` answer during the load."""
     check_model_names(list(config.models))
     metrics = ServiceMetrics()
     slots = {
@@ -272,8 +277,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         for name, slot in slots.items():
             slot.start()
             metrics.queue_depth.labels(name).set_function(lambda batcher=slot.batcher: batcher.depth)
-        loader = threading.Thread(target=lambda: [slot.load() for slot in slots.values()], daemon=True)
-        loader.start()
+        def load_all() -> None:
+            for slot in slots.values():
+                slot.load()
+
+        if load_before_serving:
+            await asyncio.to_thread(load_all)
+        else:
+            threading.Thread(target=load_all, daemon=True).start()
         yield
         # The server stops taking requests and finishes those in flight before this runs.
         for slot in slots.values():
@@ -513,7 +524,7 @@ def app_from_environment() -> FastAPI:
         threads = max(1, (os.cpu_count() or 1) // workers)
         torch.set_num_threads(threads)
         os.environ.setdefault(THREADS_ENV, str(threads))
-    return create_app(ServeConfig.from_json(json.loads(os.environ[CONFIG_ENV])))
+    return create_app(ServeConfig.from_json(json.loads(os.environ[CONFIG_ENV])), load_before_serving=workers > 1)
 
 
 def api_key_from_env(flag: str | None) -> str | None:

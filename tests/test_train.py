@@ -157,6 +157,29 @@ def test_nan_loss_stops_and_exports_nothing(tmp_path: Path, synthetic_file: Path
     assert not list(tmp_path.glob(".model.partial-*"))
 
 
+def test_a_collapsed_run_is_refused_and_writes_nothing(tmp_path: Path, synthetic_file: Path, monkeypatch,
+                                                       capsys) -> None:
+    """An encoder that answers one class for every validation row (as a diverged fine-tune does)
+    is not written as a model."""
+    import routeclf.training.trainer as trainer
+
+    original = trainer.build_model
+
+    def stuck(*args, **kwargs):
+        model = original(*args, **kwargs)
+        model.classifier.bias.data[3] = 1e4  # one class wins every row, and training cannot move it
+        model.classifier.bias.requires_grad_(False)
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", stuck)
+    out = tmp_path / "model"
+    code = main(["train", "category", "--data", str(synthetic_file), "--out", str(out), *TINY])
+    assert code == 1
+    assert "training collapsed" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".model.partial-*"))
+    assert not (tmp_path / ".model.checkpoints").exists()
+
+
 def test_a_run_stopped_by_sigterm_leaves_nothing_half_written(tmp_path: Path, synthetic_file: Path) -> None:
     """SIGTERM while the artifact is being written (as a job scheduler stops a run) removes the
     staging directory, as Ctrl-C does."""

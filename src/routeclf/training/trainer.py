@@ -139,7 +139,23 @@ def _compute_metrics(prediction) -> dict[str, float]:
     return {
         "accuracy": float(accuracy_score(prediction.label_ids, y_pred)),
         "macro_f1": float(f1_score(prediction.label_ids, y_pred, average="macro", zero_division=0)),
+        "predicted_classes": len(np.unique(y_pred)),
     }
+
+
+def check_learned(history: list[dict[str, float]], best_epoch: float | None, validation: list[Row], settings: TrainSettings) -> None:
+    """A run whose chosen checkpoint answers one class for every validation row has learned
+    nothing but the class balance (a diverged or stalled fine-tune); it is refused rather than
+    written as a model whose figures alone would show it."""
+    if best_epoch is None or len({r.label for r in validation}) < 2:
+        return
+    best = next(e for e in history if e["epoch"] == best_epoch)
+    if best.get("predicted_classes", 2) > 1:
+        return
+    raise TrainingError(
+        f"training collapsed: at its best epoch ({best_epoch:g}) the encoder answers one class for all "
+        f"{len(validation)} validation rows (macro-F1 {best['macro_f1']:.3f}); nothing was written. Try a lower "
+        f"--lr (now {settings.lr:g}) or a longer --warmup-ratio (now {settings.warmup_ratio:g})")
 
 
 class EarlyStoppingAfter(EarlyStoppingCallback):
@@ -614,6 +630,12 @@ def train(settings: TrainSettings) -> Path | None:
     if schedule.metric == "loss":
         print("small validation split: the checkpoint was chosen by validation loss")
     best_epoch, history = _best_epoch(trainer, schedule)
+    if task.problem_type == "sequence":
+        try:
+            check_learned(history, best_epoch, splits["validation"], settings)
+        except TrainingError:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # not worth resuming
+            raise
 
     with staged_directory(out, settings.overwrite) as staging:
         _write_model(staging, trainer, tokenizer, task, settings)

@@ -402,7 +402,7 @@ def test_written_training_messages_load_with_valid_spans_and_stay_out_of_evaluat
     assert not [r.text for r in rows if r.text.lower() in held_out]
 
 
-def test_presidio_addresses_follow_the_projects_convention() -> None:
+def test_presidio_spans_follow_the_projects_conventions() -> None:
     from routeclf.tasks.pii import conventional_spans
 
     text = "Ship to 81 Dikbas Road\nSuite 4\nTrancoso\n, GU\n 59797 or call. Zip 64389."
@@ -418,3 +418,10 @@ def test_presidio_addresses_follow_the_projects_convention() -> None:
              "spans": [{"entity_type": "STREET_ADDRESS", "start": 9, "end": 18},
                        {"entity_type": "STREET_ADDRESS", "start": 24, "end": 29}]}
     assert [s["type"] for s in conventional_spans(plain)] == ["STREET_ADDRESS", "ZIP_CODE"]
+    # A date is the whole expression: "Thursday morning", not "Thursday"; nothing else is joined to it.
+    text = "Meet Thursday morning or Friday mornings. Founded in 1990 evening classes."
+    at = [(text.index(v), text.index(v) + len(v)) for v in ("Thursday", "Friday", "1990")]
+    dated = {"text": text, "masked": "Meet {{day_of_week}} morning or {{day_of_week}} mornings. Founded in {{year}} "
+                                      "evening classes.",
+             "spans": [{"entity_type": "DATE_TIME", "start": a, "end": b} for a, b in at]}
+    assert [text[s["start"]:s["end"]] for s in conventional_spans(dated)] == ["Thursday morning", "Friday", "1990"]

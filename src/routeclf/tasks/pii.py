@@ -88,9 +88,14 @@ def _split_address(text: str, start: int, end: int) -> list[dict]:
     return [span for span in spans if span["end"] > span["start"] and text[span["start"]:span["end"]] != "nan"]
 
 
+# A part of the day written right after a day ("Thursday morning") belongs to its expression.
+_DAY_PART = re.compile(r"[ \t]+(?:morning|afternoon|evening|night)\b", re.IGNORECASE)
+
+
 def conventional_spans(record: dict) -> list[dict]:
-    """A presidio record's spans in the project's address convention (`eval/README.md`): street,
-    place and postcode apart, each placeholder's own type where the template names it."""
+    """A presidio record's spans in the project's conventions (`eval/README.md`): street, place
+    and postcode apart, each placeholder's own type where the template names it, a date as the
+    whole expression."""
     text, spans = record["text"], sorted(record.get("spans") or [], key=lambda s: s["start"])
     names = re.findall(r"\{\{([^}]*)\}\}", record.get("masked") or "")
     names = [n.strip() for n in names] if len(names) == len(spans) else [""] * len(spans)
@@ -103,7 +108,11 @@ def conventional_spans(record: dict) -> list[dict]:
         if kind in ADDRESS_TYPES and "\n" in value:
             converted += _split_address(text, span["start"], span["end"])
         else:
-            converted.append({"type": kind, "start": span["start"], "end": span["end"]})
+            end = span["end"]
+            # "Thursday morning", but not "1990 evening classes"
+            if kind == "DATE_TIME" and not value.isdigit() and (part := _DAY_PART.match(text, end)):
+                end = part.end()
+            converted.append({"type": kind, "start": span["start"], "end": end})
     return converted
 
 

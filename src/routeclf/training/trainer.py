@@ -143,7 +143,8 @@ def _compute_metrics(prediction) -> dict[str, float]:
     }
 
 
-def check_learned(history: list[dict[str, float]], best_epoch: float | None, validation: list[Row], settings: TrainSettings) -> None:
+def check_learned(history: list[dict[str, float]], best_epoch: float | None, validation: list[Row],
+                  settings: TrainSettings) -> None:
     """A run whose chosen checkpoint answers one class for every validation row has learned
     nothing but the class balance (a diverged or stalled fine-tune); it is refused rather than
     written as a model whose figures alone would show it."""

@@ -98,7 +98,7 @@ def test_threshold_holds_the_false_positive_rate_on_hard_benign_rows(model: Path
     above a benign score, so another batching's last-digit noise could move that row across)."""
     calibration = json.loads((model / "calibration.json").read_text())
     rows = threshold_rows_of(model)
-    counted = np.array([r.label == "benign" and r.source != "mmlu-pro" for r in rows])
+    counted = np.array([r.label == "benign" and JAILBREAK.counts_for_threshold(r) for r in rows])
     for path, plain in (("routeclf", False), ("transformers", True)):  # each path at its own threshold
         rule = calibration["paths"][path]["threshold_rule"]
         assert "mmlu-pro left out" in rule

@@ -151,7 +151,7 @@ def check_learned(history: list[dict[str, float]], best_epoch: float | None, val
     if best_epoch is None or len({r.label for r in validation}) < 2:
         return
     best = next(e for e in history if e["epoch"] == best_epoch)
-    if best.get("predicted_classes", 2) > 1:
+    if best.get("predicted_classes", 2) > 1:  # absent: a checkpoint evaluated before the count was kept
         return
     raise TrainingError(
         f"training collapsed: at its best epoch ({best_epoch:g}) the encoder answers one class for all "
@@ -619,8 +619,11 @@ def train(settings: TrainSettings) -> Path | None:
         trainer, train_output, schedule, distillation = _fit(task, settings, splits["train"] + extras.train, splits["validation"],
                                              tokenizer, base, checkpoints, cuda, settings.resume,
                                              before_training=prepare)
+        best_epoch, history = _best_epoch(trainer, schedule)
+        if task.problem_type == "sequence":
+            check_learned(history, best_epoch, splits["validation"], settings)
     except TrainingError:
-        if state.get("main") and state.get("prepared"):  # a non-finite loss is not worth resuming
+        if state.get("main") and state.get("prepared"):  # a non-finite loss or a collapse is not worth resuming
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
     if not state["main"]:
@@ -630,13 +633,6 @@ def train(settings: TrainSettings) -> Path | None:
               f"{settings.epochs:g}")
     if schedule.metric == "loss":
         print("small validation split: the checkpoint was chosen by validation loss")
-    best_epoch, history = _best_epoch(trainer, schedule)
-    if task.problem_type == "sequence":
-        try:
-            check_learned(history, best_epoch, splits["validation"], settings)
-        except TrainingError:
-            shutil.rmtree(checkpoints, ignore_errors=True)  # not worth resuming
-            raise
 
     with staged_directory(out, settings.overwrite) as staging:
         _write_model(staging, trainer, tokenizer, task, settings)
